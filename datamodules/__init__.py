@@ -1,0 +1,1 @@
+"""LightningDataModules and the data layer they stand on."""

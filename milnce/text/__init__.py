@@ -1,0 +1,1 @@
+"""Tokenizers: word-level (word2vec vocabulary) and Hugging Face."""

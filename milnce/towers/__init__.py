@@ -1,0 +1,1 @@
+"""Video and text towers; `milnce.towers.registry` builds them from config."""
