@@ -1,0 +1,251 @@
+"""The config schema: OmegaConf structured configs merged with YAML and the command line.
+
+Every key a run can take is declared here, so a mistyped key on the command line or in a YAML file is an
+error that names the key and the valid ones instead of being silently ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+
+@dataclass
+class S3DConfig:
+    space_to_depth: bool = True          # True = released checkpoint layout; False = MIL-NCE training code
+    width_mult: float = 1.0              # < 1 for CPU-sized models (same module tree, fewer channels)
+    init: str = "uniform"                # uniform (PyTorch default, as the original) | kaiming_normal
+
+
+@dataclass
+class ViTConfig:
+    pretrained: Optional[str] = None     # local Hugging Face checkpoint directory (ViT or CLIP vision)
+    image_size: int = 224
+    patch_size: int = 16
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    temporal_pooling: str = "mean"       # mean | transformer
+    temporal_layers: int = 2
+    divided_space_time: bool = False     # TimeSformer-style attention via transformers' own classes
+    num_frames: int = 16
+
+
+@dataclass
+class Word2VecConfig:
+    vocab_path: Optional[str] = None     # s3d_dict.npy / dict.npy, or a .txt with one word per line
+    embedding_path: Optional[str] = None # frozen word2vec matrix (.pth or .npy), rows = vocab ids
+    num_embeddings: Optional[int] = None # None = len(vocab) + 1 (released model: 66250)
+    word_dim: int = 300
+    hidden_dim: int = 2048
+    max_words: int = 16                  # released model 16; MIL-NCE training loader 20; eval loaders 30
+    freeze_embedding: bool = False       # MIL-NCE freezes its GoogleNews matrix; a corpus-built vocab must learn
+    lowercase: bool = True
+
+
+@dataclass
+class HFTextConfig:
+    name_or_path: str = "all-MiniLM-L6-v2"  # a local directory, or a name resolved to an offline package
+    pooling: str = "mean"                  # mean | cls
+    max_length: int = 32
+    freeze_layers: int = 0                 # freeze embeddings + the lowest N transformer layers
+
+
+@dataclass
+class LossConfig:
+    formulation: str = "original"        # mil_nce: original (positives in the denominator) | paper
+    temperature: Optional[float] = None  # None = raw dot products, as the original
+    learnable_temperature: bool = False
+    normalize: bool = False              # L2-normalise embeddings before the loss (off = original)
+    symmetric: bool = False              # nce: CLIP-style symmetric InfoNCE
+    margin: float = 0.1                  # max_margin
+    negative_weighting: bool = True      # max_margin: half the negative weight on same-video clips
+
+
+@dataclass
+class ModelConfig:
+    video_tower: str = "s3d"             # s3d | vit | gated (pre-extracted features)
+    text_tower: str = "word2vec"         # word2vec | hf
+    embed_dim: int = 512
+    s3d: S3DConfig = field(default_factory=S3DConfig)
+    vit: ViTConfig = field(default_factory=ViTConfig)
+    word2vec: Word2VecConfig = field(default_factory=Word2VecConfig)
+    hf_text: HFTextConfig = field(default_factory=HFTextConfig)
+    loss: str = "mil_nce"                # mil_nce | nce | max_margin
+    loss_args: LossConfig = field(default_factory=LossConfig)
+    init_from: Optional[str] = None      # released s3d_howto100m.pth, a MIL-NCE epoch*.pth.tar, or our checkpoint
+    grad_cache_chunk: int = 0            # > 0: gradient-cache mode, embed the batch in chunks of this size
+    gather_negatives: bool = True        # gather embeddings across ranks so every rank sees the global batch
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"                   # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9                # sgd only
+    warmup_steps: int = 5000
+    schedule: str = "cosine"             # cosine (linear warm-up then cosine to 0, per step) | constant
+    video_lr_mult: float = 1.0
+    text_lr_mult: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "howto100m"           # howto100m | toy | youcook2 | msrvtt | features
+    root: str = "data/toy"               # dataset root
+    video_root: Optional[str] = None     # default: <root>/videos
+    video_list: Optional[str] = None     # HowTo100M video list CSV (column video_path); default <root>/howto100m/videos.csv
+    captions: Optional[str] = None       # caption.json or a folder of <video_id>.csv; default <root>/howto100m/caption.json
+    num_candidates: int = 1              # K narrations per clip (MIL-NCE README command: 4)
+    min_time: float = 5.0
+    num_frames: int = 16
+    fps: float = 5.0
+    resize: int = 256                    # short side after decoding
+    crop: int = 224
+    random_flip: bool = True
+    batch_size: int = 256
+    num_workers: int = 4
+    decoder_threads: int = 1
+    backend: str = "auto"                # auto | decord | pyav
+    cache_in_memory: bool = False        # decode the whole corpus once into RAM (small corpora: far faster)
+    clips_per_video: int = 1
+    max_failure_fraction: float = 0.05
+    seed: int = 1
+
+
+@dataclass
+class ToyConfig:
+    generate: bool = True                # generate the toy corpus at data.root when it is absent
+    seed: int = 0
+    num_train_videos: int = 160
+    num_youcook_videos: int = 30
+    num_msrvtt_clips: int = 100
+    num_crosstask_videos: int = 24
+
+
+@dataclass
+class RetrievalEvalConfig:
+    name: str = "youcook2"               # youcook2 | msrvtt
+    csv: Optional[str] = None
+    video_root: Optional[str] = None
+    num_windows: int = 10                # MIL-NCE README command: 10
+    num_frames: int = 16
+    fps: float = 5.0
+    size: int = 224
+    pooling: str = "mean"                # mean (original) | max
+    normalize: bool = False              # L2-normalise before the dot product (off = original)
+    max_words: int = 30
+
+
+@dataclass
+class CrossTaskEvalConfig:
+    root: Optional[str] = None
+    window_seconds: float = 3.2
+    num_frames: int = 16
+    size: int = 224
+    cost: str = "log_softmax"            # log_softmax (Zhukov, VideoCLIP) | similarity (HowTo100M lineage)
+    inference: str = "dp"                # dp | argmax (per-step argmax ablation)
+    split_seed: int = 0
+    train_videos_per_task: int = 30
+    use_split: bool = True
+
+
+@dataclass
+class EvalConfig:
+    retrieval: List[RetrievalEvalConfig] = field(default_factory=list)
+    crosstask: Optional[CrossTaskEvalConfig] = None
+    every_n_steps: int = 0               # 0 = only at the end of fit
+    subset: int = 0                      # > 0: evaluate a cached subset of this size during training
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = -1
+    max_epochs: int = 150
+    max_time: Optional[str] = None       # e.g. "00:00:05:00" (DD:HH:MM:SS)
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 1000
+    fast_dev_run: bool = False
+    limit_train_batches: Optional[float] = None
+    num_threads: int = 0                 # torch intra-op threads per process; 0 = cores / processes
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    run_dir: str = "runs/${name}"
+    seed: int = 1
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: Optional[str] = None     # evaluate.py / resume: a checkpoint to load
+
+
+class ConfigError(ValueError):
+    """A config key or value that the schema does not accept; the message names the key and the valid ones."""
+
+
+def _valid_keys(node: Any, dotted: str) -> List[str]:
+    parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
+    try:
+        sub = OmegaConf.select(node, parent) if parent else node
+    except Exception:
+        sub = None
+    if isinstance(sub, DictConfig):
+        return [f"{parent + '.' if parent else ''}{k}" for k in sub.keys()]
+    return [str(k) for k in node.keys()]
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except (ConfigKeyError, ValidationError) as err:
+        key = getattr(err, "full_key", None) or ""
+        valid = ", ".join(_valid_keys(base, key)) if key else ""
+        raise ConfigError(f"{source}: {err.msg if hasattr(err, 'msg') else err}"
+                          + (f" (key '{key}'; valid keys here: {valid})" if key else "")) from None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Schema defaults <- YAML file (and the files it lists under `defaults`) <- command-line dot-list."""
+    cfg = OmegaConf.structured(RunConfig)
+    if path is not None:
+        cfg = _merge(cfg, _read_yaml(Path(path)), str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"command line: override '{item}' is not of the form key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"command line '{item}'")
+    return cfg
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    defaults = node.pop("defaults", None) if isinstance(node, DictConfig) else None
+    merged = OmegaConf.create()
+    for ref in defaults or []:
+        merged = OmegaConf.merge(merged, _read_yaml(path.parent / f"{ref}.yaml"))
+    return OmegaConf.merge(merged, node)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
