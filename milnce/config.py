@@ -217,7 +217,8 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     except (ConfigKeyError, ValidationError) as err:
         key = getattr(err, "full_key", None) or ""
         valid = ", ".join(_valid_keys(base, key)) if key else ""
-        raise ConfigError(f"{source}: {err.msg if hasattr(err, 'msg') else err}"
+        msg = str(getattr(err, "msg", err)).splitlines()[0]
+        raise ConfigError(f"{source}: {msg}"
                           + (f" (key '{key}'; valid keys here: {valid})" if key else "")) from None
 
 
