@@ -1,0 +1,69 @@
+"""A sharded, epoch-aware, resumable sampler for training datasets.
+
+Each yielded index encodes (epoch, item) as `epoch * n + item`, so a dataset can seed its per-sample randomness
+from (seed, epoch, item) alone: epochs are reproducible from the seed, whatever the number of workers, and a
+resumed run draws exactly the samples the interrupted one would have drawn.
+
+Under DDP each rank takes a disjoint, equal-sized shard of each epoch's permutation (Lightning's
+DistributedSampler semantics with drop_last=True), so no sample is duplicated across ranks.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class EpochShardSampler(Sampler[int]):
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if num_items <= 0:
+            raise ValueError("EpochShardSampler: the dataset is empty")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"EpochShardSampler: rank {rank} outside world size {world_size}")
+        self.num_items = int(num_items)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._skip = 0          # samples of the current epoch already consumed (mid-epoch resume)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._skip = 0
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_items // self.world_size - self._skip
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+        else:
+            order = np.arange(self.num_items)
+        per_rank = self.num_items // self.world_size
+        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()[self._skip:]
+        self._skip = 0
+        base = self.epoch * self.num_items
+        return iter((base + int(i)) for i in order)
+
+    # Lightning does not save sampler state itself; the datamodule stores this in checkpoints.
+    def state_dict(self, consumed: int) -> Dict[str, int]:
+        return {"epoch": self.epoch, "consumed": int(consumed), "seed": self.seed, "num_items": self.num_items}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        if state.get("num_items") != self.num_items or state.get("seed") != self.seed:
+            raise ValueError("sampler state in the checkpoint was made for another dataset or seed "
+                             f"({state.get('num_items')} items, seed {state.get('seed')}; now {self.num_items}, "
+                             f"{self.seed})")
+        self.epoch = int(state["epoch"])
+        self._skip = int(state["consumed"])
+
+
+def split_sample_index(index: int, num_items: int):
+    """Inverse of the sampler's encoding: (epoch, item)."""
+    return divmod(int(index), int(num_items))

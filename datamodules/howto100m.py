@@ -1,0 +1,182 @@
+"""HowTo100M-style pretraining data: one narration per video per epoch, its bag of K neighbours, its clip.
+
+Per sample, as MIL-NCE's HT100M_DataLoader (PROTOCOLS.md Part A §5): draw a narration uniformly, take the K
+consecutive narrations nearest in time as the bag, widen the narration's own window to min_time, seek a random
+integer second inside it, decode num_frames at fps, random-crop and flip. Unlike the original, a clip that fails to
+decode is replaced by another video's clip and counted (never a black clip), and all randomness is seeded from
+(seed, epoch, item) so epochs are reproducible and resumable.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.clip_source import FileClips, MemoryClips
+from datamodules.epoch_sampler import EpochShardSampler, split_sample_index
+from datamodules.narrations import NarrationIndex, bag_indices, clip_window, sample_seek
+from datamodules.transforms import random_crop_flip
+from datamodules.video import DecodeError
+
+log = logging.getLogger(__name__)
+
+
+class NarratedClips(Dataset):
+    def __init__(self, index: NarrationIndex, clips, tokenizer: Callable, num_candidates: int, min_time: float,
+                 num_frames: int, fps: float, crop: int, flip: bool, seed: int, max_tries: int = 20):
+        self.index = index
+        self.clips = clips
+        self.tokenizer = tokenizer
+        self.k = int(num_candidates)
+        self.min_time = float(min_time)
+        self.num_frames = int(num_frames)
+        self.fps = float(fps)
+        self.crop = int(crop)
+        self.flip = bool(flip)
+        self.seed = int(seed)
+        self.max_tries = int(max_tries)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _sample_window(self, video: int, rng: np.random.Generator):
+        starts, ends, texts = self.index.narrations(video)
+        if len(starts) == 0:
+            raise DecodeError(self.clips.paths[video], "no narrations")
+        ind = int(rng.integers(len(starts)))
+        bag = bag_indices(starts, ends, ind, self.k) if self.k > 1 else [ind]
+        start, end = clip_window(float(starts[ind]), float(ends[ind]), self.min_time)
+        seek = sample_seek(start, end, self.num_frames / self.fps, rng)
+        return [texts[i] for i in bag], seek
+
+    def __getitem__(self, sample: int) -> Dict[str, Any]:
+        epoch, item = split_sample_index(sample, len(self))
+        rng = np.random.default_rng([self.seed, epoch, item])
+        failed: List[str] = []
+        video = item
+        for _ in range(self.max_tries):
+            try:
+                texts, seek = self._sample_window(video, rng)
+                frames = self.clips.clip(video, seek, self.num_frames, self.fps)
+                break
+            except DecodeError as err:
+                failed.append(f"{self.clips.paths[video]}: {err}")
+                video = int(rng.integers(len(self)))
+        else:
+            raise RuntimeError(f"{self.max_tries} consecutive clips failed to decode; last: {failed[-3:]}")
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        tokens = self.tokenizer(texts)
+        out = {
+            "video": random_crop_flip(frames, self.crop, generator=gen, flip=self.flip),
+            "text": tokens["input_ids"],
+            "video_index": video,
+            "failures": len(failed),
+            "failed": "\n".join(failed),
+        }
+        if "attention_mask" in tokens:
+            out["text_mask"] = tokens["attention_mask"]
+        return out
+
+
+def read_video_list(path: Path) -> List[str]:
+    """The MIL-NCE video list: a CSV with a `video_path` column, paths relative to the video root."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "video_path" not in reader.fieldnames:
+            raise ValueError(f"{path}: expected a CSV with a 'video_path' column, got columns {reader.fieldnames}")
+        return [row["video_path"] for row in reader]
+
+
+class HowTo100MDataModule(pl.LightningDataModule):
+    """Narrated-video pretraining (HowTo100M layout). `data_cfg` follows milnce.config.DataConfig."""
+
+    def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True):
+        super().__init__()
+        self.cfg = data_cfg
+        self.tokenizer = tokenizer
+        self.progress = progress
+        root = Path(data_cfg.root)
+        self.video_root = Path(data_cfg.video_root) if data_cfg.video_root else root / "videos"
+        self.video_list = Path(data_cfg.video_list) if data_cfg.video_list else root / "howto100m" / "videos.csv"
+        self.captions = Path(data_cfg.captions) if data_cfg.captions else root / "howto100m" / "caption.json"
+        self.index_dir = root / "howto100m" / "narration_index"
+        self.index: Optional[NarrationIndex] = None
+        self.dataset: Optional[NarratedClips] = None
+        self.sampler: Optional[EpochShardSampler] = None
+        self._resume_state: Optional[Dict[str, int]] = None
+
+    # -- corpus -----------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        from datamodules.narrations import build_index_from_captions
+
+        if not NarrationIndex.exists(self.index_dir):
+            build_index_from_captions(self.captions, self.index_dir, progress=self.progress)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.index is not None:
+            return
+        self.prepare_data()
+        index = NarrationIndex.open(self.index_dir)
+        listed = {Path(p).name.split(".")[0]: p for p in read_video_list(self.video_list)}
+        keep = [i for i, vid in enumerate(index.video_ids) if vid in listed]
+        missing = len(index) - len(keep)
+        if missing:
+            log.warning("%d of %d captioned videos are not in %s and are skipped", missing, len(index),
+                        self.video_list)
+        self.index = index.subset(keep) if missing else index
+        self.paths = [str(self.video_root / listed[vid]) for vid in self.index.video_ids]
+
+    def vocabulary(self, min_count: int = 1) -> List[str]:
+        """Words of all narrations, for a word tower without a pretrained vocabulary."""
+        from milnce.text.word_tokenizer import build_vocab
+
+        self.setup()
+        texts = (t for i in range(len(self.index)) for t in self.index.narrations(i)[2])
+        return build_vocab(texts, min_count=min_count)
+
+    # -- loaders ----------------------------------------------------------------------------
+    def _clips(self):
+        c = self.cfg
+        if c.cache_in_memory:
+            clips = MemoryClips(self.paths, c.fps, c.resize, progress=self.progress)
+            if clips.failed:
+                log.warning("%d videos failed to decode and are skipped: %s", len(clips.failed),
+                            list(clips.failed)[:5])
+            return clips
+        return FileClips(self.paths, c.resize, backend=c.backend)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.tokenizer is None:
+            raise RuntimeError("HowTo100MDataModule needs a tokenizer (set .tokenizer = module.tokenizer)")
+        self.setup()
+        c = self.cfg
+        if self.dataset is None:
+            self.dataset = NarratedClips(self.index, self._clips(), self.tokenizer, c.num_candidates, c.min_time,
+                                         c.num_frames, c.fps, c.crop, c.random_flip, c.seed)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        self.sampler = EpochShardSampler(len(self.dataset), seed=c.seed, rank=rank, world_size=world)
+        if self._resume_state is not None:
+            self.sampler.load_state_dict(self._resume_state)
+            self._resume_state = None
+        workers = 0 if c.cache_in_memory else c.num_workers
+        from datamodules.video import worker_init
+
+        return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
+                          drop_last=True, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=workers > 0, worker_init_fn=worker_init if workers else None)
+
+    # -- resumable epochs: Lightning stores this in every checkpoint ---------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        if self.sampler is None or self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"sampler": self.sampler.state_dict(consumed=done * self.cfg.batch_size)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._resume_state = state.get("sampler")
