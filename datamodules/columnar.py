@@ -1,0 +1,123 @@
+"""Columnar storage on plain .npy files: 1-D arrays written as a stream, strings as a UTF-8 blob + offsets."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Sequence
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+FLOAT_COLUMNS = ("duration",)  # stored as float64 (NaN = unknown) even when every value is whole
+
+
+class NpyStreamWriter:
+    """Appends 1-D chunks to a .npy file whose length is only known at the end."""
+
+    def __init__(self, path: Path, dtype: str):
+        self.path, self.dtype, self.count = path, np.dtype(dtype), 0
+        self.file = open(path, "wb", buffering=1 << 20)
+        self.header_size = self._write_header(0)
+
+    def _write_header(self, length: int) -> int:
+        buf = io.BytesIO()
+        header = {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (length,)}
+        npy_format.write_array_header_1_0(buf, header)
+        self.file.write(buf.getvalue())
+        return len(buf.getvalue())
+
+    def append(self, values) -> None:
+        arr = np.ascontiguousarray(values, dtype=self.dtype)
+        self.file.write(arr.tobytes())
+        self.count += arr.size
+
+    def append_bytes(self, data: bytes) -> None:
+        assert self.dtype == np.uint8
+        self.file.write(data)
+        self.count += len(data)
+
+    def close(self) -> None:
+        self.file.seek(0)
+        # numpy pads the header so the length field can grow to 21 digits in place
+        if self._write_header(self.count) != self.header_size:
+            raise RuntimeError(f"{self.path}: .npy header changed size")
+        self.file.close()
+
+
+def write_strings(path: Path, offsets_path: Path, values: Iterable[str]) -> None:
+    blob, offsets = NpyStreamWriter(path, "u1"), NpyStreamWriter(offsets_path, "<i8")
+    pos, chunk = 0, [0]
+    for value in values:
+        data = value.encode("utf-8")
+        blob.append_bytes(data)
+        pos += len(data)
+        chunk.append(pos)
+        if len(chunk) >= 65536:
+            offsets.append(chunk)
+            chunk = []
+    offsets.append(chunk)
+    blob.close()
+    offsets.close()
+
+
+class StringColumn(Sequence):
+    """Strings stored as a UTF-8 blob + int64 offsets, decoded one at a time on access."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray):
+        self._blob, self._offsets = blob, offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def raw(self, i: int) -> bytes:
+        return self._blob[self._offsets[i]:self._offsets[i + 1]].tobytes()
+
+    def __iter__(self):
+        blob, offsets = self._blob, self._offsets
+        for j in range(len(self)):
+            yield blob[offsets[j]:offsets[j + 1]].tobytes().decode("utf-8")
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} strings")
+        return self.raw(i % n).decode("utf-8")
+
+
+def write_meta(meta_dir: Path, video_ids: List[str], meta) -> Dict[str, str]:
+    """Write per-video metadata aligned with ``video_ids``; returns {column: 'int'|'float'|'str'}."""
+    import pandas as pd
+
+    if isinstance(meta, Mapping):
+        frame = pd.DataFrame.from_dict(dict(meta), orient="index")
+    else:
+        frame = meta.set_index("video_id") if "video_id" in getattr(meta, "columns", ()) else meta
+    frame.index = frame.index.astype(str)
+    dupes = frame.index[frame.index.duplicated()]
+    if len(dupes):
+        raise ValueError(f"metadata has video id {dupes[0]!r} more than once")
+    frame = frame.reindex(video_ids)
+    meta_dir.mkdir()
+    kinds: Dict[str, str] = {}
+    for name in frame.columns:
+        name_str = str(name)
+        if not name_str.replace("_", "").isalnum():
+            raise ValueError(f"metadata column name {name_str!r} must be letters, digits and _")
+        values = frame[name]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if values.notna().sum() and numeric.notna().sum() == values.notna().sum():
+            valid = numeric.dropna()
+            integral = (valid == valid.round()).all() and valid.abs().max() < 2 ** 53
+            if integral and name_str not in FLOAT_COLUMNS:
+                np.save(meta_dir / f"{name_str}.npy", numeric.fillna(-1).to_numpy(np.int64))
+                kinds[name_str] = "int"
+            else:
+                np.save(meta_dir / f"{name_str}.npy", numeric.to_numpy(np.float64))
+                kinds[name_str] = "float"
+        else:
+            strings = ("" if pd.isna(v) else str(v) for v in values.tolist())
+            write_strings(meta_dir / f"{name_str}.npy", meta_dir / f"{name_str}.offsets.npy", strings)
+            kinds[name_str] = "str"
+    return kinds
