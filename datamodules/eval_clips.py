@@ -2,10 +2,15 @@
 
 Per item, N windows of `num_frames` frames at `fps` start at linspace(start, max(start, end − num_sec − 0.4), N),
 num_sec = num_frames / fps; MSR-VTT items (end None) span 0 → probed duration. Each window is decoded with
-datamodules.video.read_clip (short side = size), centre-cropped with datamodules.transforms.center_crop and, when the
-decoder returns fewer than num_frames frames (the clip runs past the end of the video), zero-padded at the end as the
-original does; such windows are counted. A decode error fails the whole item (reported by the caller), never black
-frames in its place.
+datamodules.video.read_clip (short side = size) and centre-cropped with datamodules.transforms.center_crop.
+
+Fidelity options (defaults = the original's ffmpeg pipeline):
+- sampling="ffmpeg": read_clip picks the frames the original's fps filter picks ("exact": the frame on screen at
+  start + i/fps);
+- tail="zeros": frames past the end of the video are zeros, as the original zero-pads a short ffmpeg read (read_clip
+  itself repeats the last frame; "repeat" keeps that). The duration is probed only for windows that can reach past
+  the end. Windows with such frames are counted (`padded`).
+A decode error fails the whole item (reported by the caller), never black frames in its place.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ class RetrievalClips(Dataset):
     def __init__(self, items: Sequence[RetrievalItem], indices: Optional[Sequence[int]] = None, num_windows: int = 10,
                  num_frames: int = 16, fps: float = 5.0, size: int = 224, read_clip: Optional[Callable] = None,
                  center_crop: Optional[Callable] = None, probe: Optional[Callable] = None,
-                 decode_error: Optional[type] = None):
+                 decode_error: Optional[type] = None, sampling: str = "ffmpeg", tail: str = "zeros"):
         if num_windows < 1 or num_frames < 1 or fps <= 0 or size < 1:
             raise ValueError(f"bad window settings: num_windows={num_windows}, num_frames={num_frames}, fps={fps}, "
                              f"size={size}")
@@ -57,6 +62,9 @@ class RetrievalClips(Dataset):
             read_clip, center_crop = read_clip or d_read, center_crop or d_crop
             probe, decode_error = probe or d_probe, decode_error or d_err
         self.read_clip, self.center_crop, self.probe, self.decode_error = read_clip, center_crop, probe, decode_error
+        if sampling not in ("ffmpeg", "exact") or tail not in ("zeros", "repeat"):
+            raise ValueError(f"sampling must be ffmpeg|exact and tail zeros|repeat, got {sampling!r}, {tail!r}")
+        self.sampling, self.tail = sampling, tail
 
     @property
     def window_seconds(self) -> float:
@@ -65,11 +73,8 @@ class RetrievalClips(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def starts_for(self, item: RetrievalItem) -> np.ndarray:
-        end = item.end
-        if end is None:
-            end = float(self.probe(item.path).duration)
-        return window_starts(item.start, end, self.num_windows, self.window_seconds)
+    def _duration(self, path: str) -> float:
+        return float(self.probe(path).duration)
 
     def __getitem__(self, i: int) -> Dict:
         index = self.indices[i]
@@ -78,8 +83,13 @@ class RetrievalClips(Dataset):
         if item.path is None:
             out["error"] = "video file not found"
             return out
+        nf, fps = self.num_frames, self.fps
         try:
-            starts = self.starts_for(item)
+            duration = self._duration(item.path) if item.end is None else None
+            end = duration if item.end is None else item.end
+            starts = window_starts(item.start, end, self.num_windows, self.window_seconds)
+            if self.tail == "zeros" and duration is None and starts[-1] + (nf - 1) / fps >= end:
+                duration = self._duration(item.path)     # the window may run past the video's end
         except (self.decode_error, OSError, ValueError, RuntimeError) as err:
             out["error"] = f"probe failed: {type(err).__name__}: {err}"
             return out
@@ -87,19 +97,22 @@ class RetrievalClips(Dataset):
         windows = []
         for s in starts:
             try:
-                clip = self.read_clip(item.path, float(s), self.num_frames, self.fps, self.size)
+                clip = self.read_clip(item.path, float(s), nf, fps, self.size, sampling=self.sampling)
             except self.decode_error as err:
                 out["error"] = f"decode failed at {s:.2f}s: {err}"
                 return out
             if clip.shape[0] == 0:
                 out["error"] = f"no frames decoded at {s:.2f}s"
                 return out
-            clip = self.center_crop(clip, self.size)          # 3×t×S×S
-            if clip.shape[1] < self.num_frames:
-                pad = clip.new_zeros((clip.shape[0], self.num_frames - clip.shape[1], *clip.shape[2:]))
-                clip = torch.cat([clip, pad], dim=1)
+            clip = self.center_crop(clip, self.size)[:, :nf]          # 3×t×S×S
+            real = clip.shape[1]
+            if self.tail == "zeros" and duration is not None:
+                real = min(real, int(np.sum(s + np.arange(nf) / fps < duration)))
+            if real < nf:
+                pad = clip.new_zeros((clip.shape[0], nf - real, *clip.shape[2:]))
+                clip = torch.cat([clip[:, :real], pad], dim=1)
                 out["padded"] += 1
-            windows.append(clip[:, :self.num_frames])
+            windows.append(clip)
         out["video"] = torch.stack(windows)
         return out
 

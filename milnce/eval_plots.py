@@ -52,8 +52,10 @@ def plot_step_scores(scores: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                                            linewidth=1.5))
     tp, kp = np.nonzero(y_pred)
     hit = y_true[tp, kp] > 0
+    counted = y_true.sum(axis=0)[kp] > 0            # steps without annotation count neither way in the recall
     ax.scatter(tp[hit], kp[hit], marker="o", s=40, facecolors="none", edgecolors="lime", label="predicted (hit)")
-    ax.scatter(tp[~hit], kp[~hit], marker="x", s=40, color="red", label="predicted (miss)")
+    ax.scatter(tp[~hit & counted], kp[~hit & counted], marker="x", s=40, color="red", label="predicted (miss)")
+    ax.scatter(tp[~counted], kp[~counted], marker="x", s=30, color="lightgray", label="predicted (step not annotated)")
     if y_argmax is not None:
         ta, ka = np.nonzero(y_argmax)
         ax.scatter(ta, ka, marker="+", s=30, color="orange", label="per-step argmax")
@@ -62,7 +64,7 @@ def plot_step_scores(scores: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
     ax.set_xlabel("second")
     ax.set_title(title + "  (white boxes: ground truth)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=4, frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

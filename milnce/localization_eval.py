@@ -30,6 +30,10 @@ COSTS = ("log_softmax", "similarity")
 IO_KEYS = ("read_clip", "read_video", "probe", "center_crop", "decode_error")
 
 
+class VideoUnavailable(Exception):
+    """The video could not be probed or decoded: it is reported as failed and left out of the recall."""
+
+
 class StepLocalizationResult(NamedTuple):
     metrics: Dict[str, float]
     card: Dict[str, Any]
@@ -80,10 +84,18 @@ class StepLocalizationEvaluator:
         return np.clip(a, 0, max(0, n_frames - self.num_frames))
 
     def _decode(self, path: str, T: int, s0: int, s1: int, first_frame: int, last_frame: int) -> torch.Tensor:
-        if s0 == 0 and s1 == T:
-            frames = self.io["read_video"](path, self.fps, self.size)
-            return frames[first_frame:]
-        return self.io["read_clip"](path, first_frame / self.fps, last_frame - first_frame, self.fps, self.size)
+        """Frames [first_frame, last_frame) at self.fps, centre-cropped to 3×n×S×S; VideoUnavailable on decode errors."""
+        try:
+            if s0 == 0 and s1 == T:
+                frames = self.io["read_video"](path, self.fps, self.size)[first_frame:]
+            else:
+                frames = self.io["read_clip"](path, first_frame / self.fps, last_frame - first_frame, self.fps,
+                                              self.size)
+        except self.io["decode_error"] as err:
+            raise VideoUnavailable(f"decode failed from {first_frame / self.fps:.2f}s: {err}") from None
+        if frames.shape[0] == 0:
+            raise VideoUnavailable(f"no frames decoded from {first_frame / self.fps:.2f}s")
+        return self.io["center_crop"](frames, self.size)
 
     def _window_embeddings(self, module, path: str, T: int, device) -> np.ndarray:
         nf = self.num_frames
@@ -92,11 +104,7 @@ class StepLocalizationEvaluator:
         for s0 in range(0, T, self.chunk_seconds):
             s1 = min(T, s0 + self.chunk_seconds)
             lo, hi = int(wanted[s0]), int(wanted[s1 - 1]) + nf
-            frames = self._decode(path, T, s0, s1, lo, hi)
-            if frames.shape[0] == 0:
-                raise self.io["decode_error"](f"no frames decoded from {lo / self.fps:.2f}s")
-            crop = self.io["center_crop"](frames, self.size)    # 3×n×S×S
-            del frames
+            crop = self._decode(path, T, s0, s1, lo, hi)           # 3×n×S×S
             if crop.shape[1] < nf:                              # shorter than one window: repeat the last frame
                 crop = torch.cat([crop, crop[:, -1:].expand(-1, nf - crop.shape[1], -1, -1)], dim=1)
             local = np.clip(wanted[s0:s1] - lo, 0, crop.shape[1] - nf)
@@ -107,9 +115,12 @@ class StepLocalizationEvaluator:
 
     def _score_video(self, module, video: CrossTaskVideo, device, text_cache: Dict[str, np.ndarray]) -> Dict:
         task = self.release.tasks[video.task_id]
-        duration = float(self.io["probe"](video.path).duration)
+        try:
+            duration = float(self.io["probe"](video.path).duration)
+        except (self.io["decode_error"], OSError, ValueError, RuntimeError) as err:
+            raise VideoUnavailable(f"probe failed: {type(err).__name__}: {err}") from None
         if not duration > 0:
-            raise ValueError(f"duration {duration}")
+            raise VideoUnavailable(f"probed duration is {duration}")
         T = int(math.ceil(duration))
         y_true = read_assignment(video.annotation, T, task.n_steps)
         if video.task_id not in text_cache:
@@ -139,8 +150,8 @@ class StepLocalizationEvaluator:
             for i in tqdm(mine, desc="eval crosstask", unit="video", disable=not (self.progress and rank == 0)):
                 try:
                     rec = self._score_video(module, self.videos[i], device, text_cache)
-                except (self.io["decode_error"], OSError, ValueError, RuntimeError) as err:
-                    failed.append((i, f"{type(err).__name__}: {err}"))
+                except VideoUnavailable as err:    # model errors and malformed annotations propagate
+                    failed.append((i, str(err)))
                     continue
                 rec["index"] = i
                 done.append(rec)

@@ -35,7 +35,8 @@ class RetrievalEvaluator:
     def __init__(self, dataset: RetrievalSet, num_windows: int = 10, num_frames: int = 16, fps: float = 5.0,
                  size: int = 224, pooling: str = "mean", normalize: bool = False, max_words: Optional[int] = 30,
                  batch_size: int = 4, window_batch: int = 32, num_workers: int = 2, out_dir: Optional[str] = None,
-                 progress: bool = True, cache_max_bytes: int = 0, clip_kwargs: Optional[Dict[str, Any]] = None):
+                 progress: bool = True, cache_max_bytes: int = 0, sampling: str = "ffmpeg", tail: str = "zeros",
+                 clip_kwargs: Optional[Dict[str, Any]] = None):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}' (valid: {', '.join(POOLINGS)})")
         self.dataset = dataset
@@ -47,6 +48,7 @@ class RetrievalEvaluator:
         self.cache_max_bytes = cache_max_bytes   # > 0: keep decoded windows in RAM (small subsets during training)
         self._cache: Dict[int, Dict[str, Any]] = {}
         self._cache_bytes = 0
+        self.sampling, self.tail = sampling, tail  # see datamodules.eval_clips: defaults reproduce the original
         self.clip_kwargs = clip_kwargs or {}     # read_clip / center_crop / probe / decode_error overrides
 
     def subset_indices(self, n: int) -> List[int]:
@@ -59,7 +61,7 @@ class RetrievalEvaluator:
     # ------------------------------------------------------------------ decoding
     def _clips(self, indices: List[int]) -> RetrievalClips:
         return RetrievalClips(self.dataset.items, indices, self.num_windows, self.num_frames, self.fps, self.size,
-                              **self.clip_kwargs)
+                              sampling=self.sampling, tail=self.tail, **self.clip_kwargs)
 
     def _batches(self, indices: List[int], use_cache: bool):
         if not use_cache:
@@ -159,13 +161,15 @@ class RetrievalEvaluator:
         return {
             "dataset": ds.name, "annotations": ds.source, "video_root": ds.video_root,
             "n_evaluated": n_eval, "n_listed": len(ds), "n_requested": n_requested, "subset": is_subset,
-            "n_missing": len(ds.missing), "missing_list": None, "n_failed": len(failed),
+            "n_missing": len(ds.missing), "missing_list": None,
+            "missing": [f"{it.key} {it.video_id}" for it in ds.missing[:20]], "n_failed": len(failed),
             "failed": [f"{ds.items[i].key} {ds.items[i].video_id}: {e}" for i, e in failed[:20]],
             "windows": self.num_windows, "frames": self.num_frames, "fps": self.fps, "size": self.size,
             "window_seconds": self.num_frames / self.fps,
             "window_starts": "linspace(start, max(start, end - window_seconds - 0.4), windows)"
                              + ("; MSR-VTT: start 0, end = probed duration" if ds.name == "msrvtt" else ""),
-            "crop": "centre square of the short side, resized to size", "zero_padded_windows": padded,
+            "crop": "centre square of the short side, resized to size", "frame_sampling": self.sampling,
+            "past_end_frames": self.tail, "zero_padded_windows": padded,
             "pooling": self.pooling, "normalize": self.normalize, "score": "dot",
             "ties": ties, "text_max_words": max_words, "ranks": "0-based; MedR = median + 1; ties as compute_metrics",
         }

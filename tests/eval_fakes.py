@@ -20,6 +20,8 @@ class FakeIO:
     def __init__(self, durations=None, timelines=None):
         self.calls = []                   # (path, start, num_frames) of every read_clip
         self.video_calls = []             # (path, fps) of every read_video
+        self.samplings = []               # the sampling keyword of every read_clip
+        self.probes = []                  # paths probed
         self.durations = durations or {}
         self.timelines = timelines or {}  # path -> 1-D uint8 tensor of codes per frame (at the fps asked)
 
@@ -27,8 +29,9 @@ class FakeIO:
     def code(path):
         return int(Path(path).stem.split("_")[-1])
 
-    def read_clip(self, path, start, num_frames, fps, size):
+    def read_clip(self, path, start, num_frames, fps, size, sampling="exact"):
         self.calls.append((path, float(start), int(num_frames)))
+        self.samplings.append(sampling)
         if "broken" in path:
             raise FakeDecodeError(f"cannot decode {path}")
         if path in self.timelines:
@@ -51,6 +54,7 @@ class FakeIO:
         return clip[:, :, x0:x0 + H].permute(3, 0, 1, 2).contiguous()
 
     def probe(self, path):
+        self.probes.append(path)
         if "broken" in path:
             raise FakeDecodeError(f"cannot probe {path}")
         return SimpleNamespace(duration=self.durations[path])

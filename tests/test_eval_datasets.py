@@ -118,9 +118,25 @@ def test_clip_dataset_decodes_windows_at_linspace_starts():
     io.calls.clear()
     d = clips[3]                                          # whole video: 0 → probed duration (start 2 here)
     assert [x[1] for x in io.calls] == pytest.approx(np.linspace(2.0, 12.5 - 2.4, 5).tolist())
+    assert io.samplings and set(io.samplings) == {"ffmpeg"}     # the original's frame choice by default
     batch = collate_windows([a, c, d])
     assert batch["video"].shape == (2, 5, 3, 8, 16, 16) and batch["index"].tolist() == [0, 3]
     assert batch["failed"] == [(2, c["error"])]
+
+
+def test_frames_past_the_end_of_the_video_are_zeros_as_the_original():
+    io = FakeIO(durations={"/fake/v_7.mp4": 3.0})
+    ds = make_set(["v_7"], ends={0: 3.0})                  # clip 2 s → 3 s, shorter than a 2 s window + 0.4
+    zeros = RetrievalClips(ds.items, None, num_windows=2, num_frames=8, fps=4.0, size=16, **io.clip_kwargs())[0]
+    assert io.probes == ["/fake/v_7.mp4"]                  # probed because the window can reach past the end
+    assert zeros["starts"].tolist() == [2.0, 2.0]
+    assert (zeros["video"][:, :, :4] == 7).all() and (zeros["video"][:, :, 4:] == 0).all()   # t = 3.0 … 3.75
+    assert zeros["padded"] == 2
+    repeat = RetrievalClips(ds.items, None, num_windows=2, num_frames=8, fps=4.0, size=16, tail="repeat",
+                            sampling="exact", **io.clip_kwargs())[0]
+    assert (repeat["video"] == 7).all() and repeat["padded"] == 0 and io.samplings[-1] == "exact"
+    with pytest.raises(ValueError, match="tail"):
+        RetrievalClips(ds.items, None, tail="black", **io.clip_kwargs())
 
 
 # ---------------------------------------------------------------- evaluator

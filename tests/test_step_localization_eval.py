@@ -110,3 +110,18 @@ def test_split_subset_and_options(tmp_path):
     assert res.card["subset"] is True and res.card["n_requested"] == 2 and res.card["cost"] == "-similarity"
     with pytest.raises(ValueError, match="unknown cost"):
         make_evaluator(release, io, cost="softmax")
+
+
+def test_model_errors_and_bad_annotations_are_not_counted_as_failed_videos(tmp_path):
+    release, io = make_release(tmp_path)
+
+    class Exploding(FakeModule):
+        def embed_video(self, video):
+            raise RuntimeError("shape mismatch in the tower")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        make_evaluator(release, io).evaluate(Exploding())
+    bad = release.annotation_path("200", "j0")
+    bad.write_text("1,1,4\n7,2,3\n")
+    with pytest.raises(ValueError, match="200_j0.csv:2: step 7 outside 1..2"):
+        make_evaluator(release, io).evaluate(FakeModule())
