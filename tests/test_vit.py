@@ -133,5 +133,18 @@ def test_checkpoint_errors(tmp_path):
         ViTVideoTower(pretrained=str(tmp_path), divided_space_time=True)
 
 
+def test_a_checkpoint_missing_weights_is_an_error_not_a_random_init(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import ViTModel
+
+    ViTModel(_vit_backbone_config(), add_pooling_layer=False).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    dropped = next(k for k in weights if "encoder.layer.1.attention" in k and k.endswith("query.weight"))
+    del weights[dropped]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"lacks or mis-shapes 1 backbone weights, e\.g\. .*layers?\.1\.attention"):
+        ViTVideoTower(pretrained=str(tmp_path))
+
+
 def test_untrained_tower_uses_imagenet_statistics():
     assert torch.allclose(tiny_tower().pixel_mean.flatten(), torch.tensor(IMAGENET_MEAN))

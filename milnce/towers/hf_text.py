@@ -90,7 +90,13 @@ class HFTextTower(nn.Module):
 
         self.name_or_path = name_or_path
         self.pooling = pooling
-        self.backbone = load_offline(AutoModel, name_or_path, "text model")
+        self.backbone, info = load_offline(AutoModel, name_or_path, "text model", output_loading_info=True)
+        # transformers fills absent weights with random ones and only logs it; a half-random model is an error.
+        missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]  # pooler: dropped below
+        missing += [str(k) for k in info.get("mismatched_keys", [])]
+        if missing:
+            raise ValueError(f"HF text tower: '{name_or_path}' lacks or mis-shapes {len(missing)} weights, e.g. "
+                             f"{', '.join(sorted(missing)[:5])}")
         if getattr(self.backbone, "pooler", None) is not None:
             self.backbone.pooler = None  # unused by mean/CLS pooling; unused parameters would upset DDP
         self.pad_token_id = getattr(self.backbone.config, "pad_token_id", None)

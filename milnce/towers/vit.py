@@ -128,11 +128,19 @@ class ViTVideoTower(nn.Module):
     def _load(pretrained: str, model_type: str) -> nn.Module:
         from transformers import CLIPVisionModel, TimesformerModel, ViTModel
 
+        kwargs = dict(local_files_only=True, output_loading_info=True)
         if model_type == "vit":
-            return ViTModel.from_pretrained(pretrained, add_pooling_layer=False, local_files_only=True)
-        if model_type == "timesformer":
-            return TimesformerModel.from_pretrained(pretrained, local_files_only=True)
-        return CLIPVisionModel.from_pretrained(pretrained, local_files_only=True)
+            model, info = ViTModel.from_pretrained(pretrained, add_pooling_layer=False, **kwargs)
+        elif model_type == "timesformer":
+            model, info = TimesformerModel.from_pretrained(pretrained, **kwargs)
+        else:
+            model, info = CLIPVisionModel.from_pretrained(pretrained, **kwargs)
+        # transformers fills absent weights with random ones and only logs it; a half-random backbone is an error.
+        missing = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
+        if missing:
+            raise ValueError(f"ViT tower: {pretrained} lacks or mis-shapes {len(missing)} backbone weights, e.g. "
+                             f"{', '.join(sorted(missing)[:5])}")
+        return model
 
     @staticmethod
     def _build(image_size: int, patch_size: int, hidden_size: int, num_layers: int, num_heads: int,
