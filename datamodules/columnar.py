@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence
 
@@ -70,12 +71,21 @@ class StringColumn(Sequence):
         return len(self._offsets) - 1
 
     def raw(self, i: int) -> bytes:
-        return self._blob[self._offsets[i]:self._offsets[i + 1]].tobytes()
+        lo, hi = self._offsets[i:i + 2]
+        return self._blob[lo:hi].tobytes()
+
+    def decode_range(self, lo: int, hi: int) -> List[str]:
+        """Strings lo..hi-1 with one read of the offsets and one of the blob."""
+        offsets = np.asarray(self._offsets[lo:hi + 1])
+        if len(offsets) == 0:
+            return []
+        data = self._blob[offsets[0]:offsets[-1]].tobytes()
+        rel = (offsets - offsets[0]).tolist()
+        return [data[a:b].decode("utf-8") for a, b in zip(rel, rel[1:])]
 
     def __iter__(self):
-        blob, offsets = self._blob, self._offsets
-        for j in range(len(self)):
-            yield blob[offsets[j]:offsets[j + 1]].tobytes().decode("utf-8")
+        for lo in range(0, len(self), 4096):
+            yield from self.decode_range(lo, min(len(self), lo + 4096))
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -84,6 +94,53 @@ class StringColumn(Sequence):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} strings")
         return self.raw(i % n).decode("utf-8")
+
+
+class PreadArray:
+    """A 1-D .npy column read with ``os.pread`` on every access: nothing is mapped into the process, so a
+    worker's RSS does not grow with the pages it has read (they stay in the shared page cache only)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        with open(path, "rb") as f:
+            version = npy_format.read_magic(f)
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, _fortran, self.dtype = read_header(f)
+            self.offset = f.tell()
+        if len(shape) != 1:
+            raise ValueError(f"{path}: expected a 1-D array, got shape {shape}")
+        self.length, self._fd = shape[0], None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size = self.dtype.itemsize
+        data = os.pread(self._fd, (hi - lo) * size, self.offset + lo * size) if hi > lo else b""
+        if len(data) != max(0, hi - lo) * size:
+            raise OSError(f"{self.path}: short read (truncated file?)")
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(self.length)
+            return self._read(lo, max(lo, hi)) if step == 1 else self._read(0, self.length)[key]
+        if isinstance(key, (int, np.integer)):
+            i = int(key)
+            if not -self.length <= i < self.length:
+                raise IndexError(f"index {i} out of range for {self.path} ({self.length} values)")
+            i %= self.length
+            return self._read(i, i + 1)[0]
+        return self._read(0, self.length)[key]  # fancy indexing: rare (subset sizes), read it all
+
+    def __getstate__(self):
+        return dict(self.__dict__, _fd=None)
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
 
 def write_meta(meta_dir: Path, video_ids: List[str], meta) -> Dict[str, str]:

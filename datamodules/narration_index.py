@@ -22,6 +22,12 @@ Layout of an index directory::
 
 A ``NarrationIndex`` pickles to its path only and maps its files lazily on first use, so it can be handed
 to DataLoader workers under fork or spawn without copying the corpus.
+
+``access="mmap"`` (default) maps the files: fastest, and the pages are shared through the page cache, but
+every page a worker has touched counts in that worker's RSS (not in its USS or private memory), so after a
+long run each worker's RSS approaches the index size. Tools that add up RSS over processes (``top``, some
+SLURM memory enforcement) then see N copies. ``access="pread"`` reads each slice with ``os.pread`` instead:
+a few more microseconds per sample, and RSS stays flat (tools/bench_narrations.py measures both).
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from datamodules.columnar import NpyStreamWriter, StringColumn, write_meta, write_strings
+from datamodules.columnar import NpyStreamWriter, PreadArray, StringColumn, write_meta, write_strings
 
 FORMAT = "milnce-narration-index"
 VERSION = 1
@@ -101,8 +107,11 @@ class _SelectedIds(_IdLookup, Sequence):
 class NarrationIndex:
     """Read-only, memory-mapped narrations of a corpus; see the module docstring for the layout."""
 
-    def __init__(self, path, manifest: Optional[dict] = None, selection: Optional[np.ndarray] = None):
-        self.path = Path(path)
+    def __init__(self, path, manifest: Optional[dict] = None, selection: Optional[np.ndarray] = None,
+                 access: str = "mmap"):
+        if access not in ("mmap", "pread"):
+            raise ValueError(f"access must be 'mmap' or 'pread', got {access!r}")
+        self.path, self.access = Path(path), access
         self._manifest = manifest if manifest is not None else _read_manifest(self.path)
         self._arrays: Optional[Dict[str, Any]] = None
         self._selection = selection        # subset view: local video number -> stored video number
@@ -160,9 +169,10 @@ class NarrationIndex:
         return (Path(path) / "index.json").is_file()
 
     @classmethod
-    def open(cls, path) -> "NarrationIndex":
-        """Open an index directory (maps the files now, so errors surface here rather than in a worker)."""
-        index = cls(path)
+    def open(cls, path, access: str = "mmap") -> "NarrationIndex":
+        """Open an index directory (checks the files now, so errors surface here rather than in a worker).
+        ``access``: "mmap" or "pread" (see the module docstring)."""
+        index = cls(path, access=access)
         index._open()
         return index
 
@@ -172,6 +182,8 @@ class NarrationIndex:
                 file = self.path / name
                 if not file.is_file():
                     raise FileNotFoundError(f"{self.path}: narration index file {name} is missing")
+                if self.access == "pread":
+                    return PreadArray(file)
                 # a plain ndarray view of the map: np.memmap's own __getitem__ costs ~5 us per slice
                 return np.load(file, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
@@ -199,10 +211,11 @@ class NarrationIndex:
 
     # pickles as its path (+ a subset's selection): workers re-map the files instead of receiving a copy
     def __getstate__(self):
-        return {"path": str(self.path), "manifest": self._manifest, "selection": self._selection}
+        return {"path": str(self.path), "manifest": self._manifest, "selection": self._selection,
+                "access": self.access}
 
     def __setstate__(self, state):
-        self.__init__(state["path"], state["manifest"], state.get("selection"))
+        self.__init__(state["path"], state["manifest"], state.get("selection"), state.get("access", "mmap"))
 
     def subset(self, videos: Iterable[int]) -> "NarrationIndex":
         """A view on some videos (numbers of this index), in the given order; shares the mapped files."""
@@ -212,7 +225,7 @@ class NarrationIndex:
         if len(np.unique(chosen)) != len(chosen):
             raise ValueError("subset: a video number is repeated")
         stored = chosen if self._selection is None else self._selection[chosen]
-        return NarrationIndex(self.path, self._manifest, stored)
+        return NarrationIndex(self.path, self._manifest, stored, self.access)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -255,7 +268,8 @@ class NarrationIndex:
     def _range(self, i: int) -> Tuple[int, int]:
         stored = self._stored(i)
         off = self._open()["video_offsets"]
-        return int(off[stored]), int(off[stored + 1])
+        lo, hi = off[stored:stored + 2]
+        return int(lo), int(hi)
 
     def num_narrations_of(self, i: int) -> int:
         lo, hi = self._range(i)
@@ -272,13 +286,15 @@ class NarrationIndex:
         lo, hi = self._range(i)
         texts = self._open()["texts"]
         if rows is None:
-            return [texts.raw(j).decode("utf-8") for j in range(lo, hi)]
-        out = []
-        for r in rows:
-            if not 0 <= r < hi - lo:
-                raise IndexError(f"narration {r} out of range for video {i} ({hi - lo} narrations)")
-            out.append(texts.raw(lo + r).decode("utf-8"))
-        return out
+            return texts.decode_range(lo, hi)
+        rows = [int(r) for r in rows]
+        if not rows:
+            return []
+        first, last = min(rows), max(rows)
+        if first < 0 or last >= hi - lo:
+            raise IndexError(f"narration rows {rows} out of range for video {i} ({hi - lo} narrations)")
+        span = texts.decode_range(lo + first, lo + last + 1)  # bags are consecutive rows: one read
+        return [span[r - first] for r in rows]
 
     def narrations(self, i: int) -> Tuple[np.ndarray, np.ndarray, List[str]]:
         """(starts, ends, texts) of video i."""
@@ -340,13 +356,16 @@ def _write_narrations(videos: Iterable, out: Path) -> Tuple[List[str], int, int,
             if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
                 raise ValueError(f"video {video_id!r}: non-finite narration times")
             try:
-                encoded = [t.encode("utf-8") for t in texts]
-            except (AttributeError, UnicodeEncodeError) as err:
+                joined = "".join(texts)
+                blob = joined.encode("utf-8")
+            except (TypeError, UnicodeEncodeError) as err:
                 raise ValueError(f"video {video_id!r}: every text must be a str encodable as UTF-8 ({err})") from None
-            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            # ASCII-only (the usual case): byte lengths are the str lengths, no per-text encode
+            per_text = map(len, texts) if len(blob) == len(joined) else (len(t.encode("utf-8")) for t in texts)
+            lengths = np.fromiter(per_text, dtype=np.int64, count=len(texts))
             cols["starts"].append(starts)
             cols["ends"].append(ends)
-            cols["text"].append_bytes(b"".join(encoded))
+            cols["text"].append_bytes(blob)
             cols["text_offsets"].append(text_pos + np.cumsum(lengths))
             text_pos += int(lengths.sum())
             video_ids.append(video_id)
@@ -398,13 +417,16 @@ def _write_narrations(videos: Iterable, out: Path) -> Tuple[List[str], int, int,
             if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
                 raise ValueError(f"video {video_id!r}: non-finite narration times")
             try:
-                encoded = [t.encode("utf-8") for t in texts]
-            except (AttributeError, UnicodeEncodeError) as err:
+                joined = "".join(texts)
+                blob = joined.encode("utf-8")
+            except (TypeError, UnicodeEncodeError) as err:
                 raise ValueError(f"video {video_id!r}: every text must be a str encodable as UTF-8 ({err})") from None
-            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            # ASCII-only (the usual case): byte lengths are the str lengths, no per-text encode
+            per_text = map(len, texts) if len(blob) == len(joined) else (len(t.encode("utf-8")) for t in texts)
+            lengths = np.fromiter(per_text, dtype=np.int64, count=len(texts))
             cols["starts"].append(starts)
             cols["ends"].append(ends)
-            cols["text"].append_bytes(b"".join(encoded))
+            cols["text"].append_bytes(blob)
             cols["text_offsets"].append(text_pos + np.cumsum(lengths))
             text_pos += int(lengths.sum())
             video_ids.append(video_id)

@@ -192,13 +192,15 @@ def _random_videos(n_videos=40, seed=0):
         yield f"vid{v:03d}-{'é' if v % 7 == 0 else 'x'}", starts, starts + rng.uniform(0.5, 6, n), texts
 
 
-@pytest.fixture
-def built(tmp_path):
+@pytest.fixture(params=["mmap", "pread"])
+def built(tmp_path, request):
     videos = list(_random_videos())
     meta = {vid: {"task_id": i * 3, "category_1": f"cat{i % 4}", "rank": i + 0.5}
             for i, (vid, *_rest) in enumerate(videos[::2])}
-    index = NarrationIndex.build(iter(videos), tmp_path / "index", meta=meta)
-    return videos, NarrationIndex.open(tmp_path / "index")
+    NarrationIndex.build(iter(videos), tmp_path / "index", meta=meta)
+    index = NarrationIndex.open(tmp_path / "index", access=request.param)
+    assert index.access == request.param
+    return videos, index
 
 
 def test_index_round_trip(built):
@@ -210,6 +212,7 @@ def test_index_round_trip(built):
         assert np.array_equal(got_s, starts) and np.array_equal(got_e, ends) and got_t == texts
         assert index.video_index(vid) == i and vid in index.video_ids
         assert index.texts(i, [len(texts) - 1, 0]) == [texts[-1], texts[0]]
+        assert index.texts(i, []) == []
     assert index.meta(0) == {"task_id": 0, "category_1": "cat0", "rank": 0.5}
     assert index.meta(1) == {"task_id": -1, "category_1": "", "rank": pytest.approx(float("nan"), nan_ok=True)}
     assert index.meta_columns == {"task_id": "int", "category_1": "str", "rank": "float"}
@@ -218,6 +221,8 @@ def test_index_round_trip(built):
         index.video_index("nope")
     with pytest.raises(IndexError):
         index.narrations(len(index))
+    with pytest.raises(IndexError):
+        index.texts(0, [len(videos[0][3])])
     assert index.narrations(-1)[2] == videos[-1][3]
 
 
@@ -226,7 +231,7 @@ def test_index_pickles_small_and_reopens(built):
     blob = pickle.dumps(index)
     assert len(blob) < 4000 and b"onion" not in blob
     again = pickle.loads(blob)
-    assert again._arrays is None
+    assert again._arrays is None and again.access == index.access
     assert again.narrations(5)[2] == videos[5][3]
 
 
@@ -563,4 +568,4 @@ def test_bench_narrations_small():
                              "--narrations", "30000", "--samples", "2000"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["narrations"] == 30000 and len(report["workers"]) == 4
+    assert report["narrations"] == 30000 and len(report["mmap"]["workers"]) == 4 and report["within_few_mb"]
