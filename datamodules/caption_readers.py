@@ -109,20 +109,20 @@ def _row_problem(start: float, end: float, text) -> Optional[Tuple[str, str]]:
 def clean_asr(starts, ends, texts: List[str], min_overlap_words: int = 2, stats: Optional[CaptionStats] = None):
     """Remove rolling repeats of YouTube ASR (rule in the module docstring); returns (starts, ends, texts)."""
     keep_s, keep_e, keep_t = [], [], []
-    previous: List[str] = []
+    prev_lower: List[str] = []
     for s, e, text in zip(starts, ends, texts):
         words = _WORD.findall(text)
         if not words:
             if stats is not None:
                 stats.asr_empty += 1
             continue
-        lower, prev_lower = [w.lower() for w in words], [w.lower() for w in previous]
+        lower = [w.lower() for w in words]
         overlap = 0
         for k in range(min(len(lower), len(prev_lower)), 0, -1):
             if lower[:k] == prev_lower[-k:]:
                 overlap = k
                 break
-        previous = words
+        prev_lower = lower
         if overlap == len(words):
             if stats is not None:
                 stats.asr_repeats_dropped += 1
@@ -137,15 +137,60 @@ def clean_asr(starts, ends, texts: List[str], min_overlap_words: int = 2, stats:
     return keep_s, keep_e, keep_t
 
 
-def _finish_video(video_id: str, rows: Iterable[tuple], where: Callable[[int], Tuple[str, Optional[int], str]],
-                  strict: bool, asr: bool, stats: CaptionStats) -> Optional[Video]:
-    """Validate ``(raw_start, raw_end, text, locator, problem)`` rows of one video (``problem``: a
-    (reason, message) found while parsing, else None); returns None when no row survives."""
+def _valid_columns(raw_starts: list, raw_ends: list, texts: list):
+    """(starts, ends) float64 arrays when every row is valid -- the common case, checked in bulk -- else
+    None, and the row-by-row path finds and names the problems."""
+    if any(type(v) is bool for v in raw_starts) or any(type(v) is bool for v in raw_ends):
+        return None
+    try:
+        starts, ends = np.array(raw_starts, dtype=np.float64), np.array(raw_ends, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if starts.ndim != 1 or ends.ndim != 1 or not (np.isfinite(starts).all() and np.isfinite(ends).all()):
+        return None
+    if not ((starts >= 0).all() and (ends >= starts).all()):
+        return None
+    if not all(type(t) is str for t in texts) or not all(map(str.strip, texts)) or _UNDECODED.search("".join(texts)):
+        return None
+    if len(set(zip(starts.tolist(), ends.tolist(), texts))) != len(texts):
+        return None
+    return starts, ends
+
+
+def _finish_video(video_id: str, raw_starts: list, raw_ends: list, raw_texts: list,
+                  where: Callable[[int], Tuple[str, Optional[int], Optional[str]]], strict: bool, asr: bool,
+                  stats: CaptionStats, parse_problems: Optional[dict] = None) -> Optional[Video]:
+    """Validate the rows of one video; ``where(j)`` locates row j as (file, line, key); ``parse_problems``:
+    {row: (reason, message)} found while parsing. Returns None when no row survives."""
+    valid = None if parse_problems else _valid_columns(raw_starts, raw_ends, raw_texts)
+    if valid is not None:
+        starts, ends = valid
+        texts = list(raw_texts)
+    else:
+        starts, ends, texts = _check_rows(raw_starts, raw_ends, raw_texts, where, strict, asr, stats,
+                                          parse_problems or {})
+    if len(starts) > 1 and (np.diff(starts) < 0).any():
+        order = np.argsort(starts, kind="stable")
+        starts, ends, texts = starts[order], ends[order], [texts[i] for i in order]
+        stats.videos_resorted += 1
+    if asr:
+        s, e, texts = clean_asr(starts.tolist(), ends.tolist(), texts, stats=stats)
+        starts, ends = np.asarray(s, dtype=np.float64), np.asarray(e, dtype=np.float64)
+    if not len(starts):
+        stats.videos_emptied += 1
+        return None
+    stats.videos += 1
+    stats.narrations += len(starts)
+    return video_id, starts, ends, texts
+
+
+def _check_rows(raw_starts, raw_ends, raw_texts, where, strict, asr, stats, parse_problems):
     starts, ends, texts = [], [], []
     seen = set()
     dropped = Counter()
     first_problem = None
-    for raw_start, raw_end, text, loc, problem in rows:
+    for j, (raw_start, raw_end, text) in enumerate(zip(raw_starts, raw_ends, raw_texts)):
+        problem = parse_problems.get(j)
         if problem is None and asr and isinstance(text, str) and not text.strip():
             stats.asr_empty += 1
             continue
@@ -154,14 +199,13 @@ def _finish_video(video_id: str, rows: Iterable[tuple], where: Callable[[int], T
         if problem is None and (start, end, text) in seen:
             problem = ("duplicate", "duplicate of an earlier row")
         if problem is not None:
-            path, line, key = where(loc)
+            message = str(CaptionError(*_located(where(j), problem[1])))
             if strict:
-                raise CaptionError(path, problem[1], line, key)
+                raise CaptionError(*_located(where(j), problem[1]))
             dropped[problem[0]] += 1
-            if first_problem is None:
-                first_problem = str(CaptionError(path, problem[1], line, key))
+            first_problem = first_problem or message
             if len(stats.examples) < 20:
-                stats.examples.append(str(CaptionError(path, problem[1], line, key)))
+                stats.examples.append(message)
             continue
         seen.add((start, end, text))
         starts.append(start)
@@ -170,19 +214,13 @@ def _finish_video(video_id: str, rows: Iterable[tuple], where: Callable[[int], T
     if dropped:
         stats.dropped.update(dropped)
         warnings.warn(f"dropped {sum(dropped.values())} bad caption rows ({dict(dropped)}); first: "
-                      f"{first_problem}", stacklevel=3)
-    if starts and any(b < a for a, b in zip(starts, starts[1:])):
-        order = sorted(range(len(starts)), key=starts.__getitem__)
-        starts, ends, texts = ([seq[i] for i in order] for seq in (starts, ends, texts))
-        stats.videos_resorted += 1
-    if asr:
-        starts, ends, texts = clean_asr(starts, ends, texts, stats=stats)
-    if not starts:
-        stats.videos_emptied += 1
-        return None
-    stats.videos += 1
-    stats.narrations += len(starts)
-    return video_id, np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64), texts
+                      f"{first_problem}", stacklevel=4)
+    return np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64), texts
+
+
+def _located(place, problem):
+    path, line, key = place
+    return path, problem, line, key
 
 
 # ------------------------------------------------------------------------------------- CSV readers
@@ -214,20 +252,23 @@ def read_caption_csv(path, video_id: Optional[str] = None, strict: bool = False,
     stats = stats if stats is not None else CaptionStats()
     video_id = video_id if video_id is not None else path.stem
     handle, reader, col = _open_csv(path, ("start", "end", "text"))
+    starts, ends, texts, lines, short = [], [], [], [], {}
+    width = max(col["start"], col["end"], col["text"]) + 1
     with handle:
-        rows = []
-        width = max(col["start"], col["end"], col["text"]) + 1
         for fields in reader:
             if not fields:
                 continue
             if len(fields) < width:
-                short = ("too_few_fields", f"too few fields ({len(fields)}; the header has {len(col)})")
-                rows.append((None, None, None, reader.line_num, short))
-            else:
-                rows.append((fields[col["start"]], fields[col["end"]], fields[col["text"]], reader.line_num, None))
-    if not rows:
+                short[len(lines)] = ("too_few_fields", f"too few fields ({len(fields)}; the header has {len(col)})")
+                fields = [""] * width
+            starts.append(fields[col["start"]])
+            ends.append(fields[col["end"]])
+            texts.append(fields[col["text"]])
+            lines.append(reader.line_num)
+    if not lines:
         raise CaptionError(path, "no caption rows (empty caption file)", line=2)
-    return _finish_video(video_id, rows, lambda line: (str(path), line, None), strict, clean_asr, stats)
+    return _finish_video(video_id, starts, ends, texts, lambda j: (str(path), lines[j], None), strict, clean_asr,
+                         stats, short)
 
 
 def read_caption_folder(folder, video_ids: Optional[Iterable[str]] = None, strict: bool = False,
@@ -279,8 +320,7 @@ def read_caption_json(path, video_ids: Optional[Iterable[str]] = None, strict: b
                 raise
             stats.bad_videos.append(str(err))
             continue
-        rows = ((s, e, t, j, None) for j, (s, e, t) in enumerate(zip(starts, ends, texts)))
-        video = _finish_video(video_id, rows, lambda j: (str(path), line, f"{key} entry {j}"),
+        video = _finish_video(video_id, starts, ends, texts, lambda j: (str(path), line, f"{key} entry {j}"),
                               strict, clean_asr, stats)
         if video is not None:
             yield video

@@ -520,6 +520,23 @@ def test_json_structure_errors(tmp_path):
     assert len(skipped.bad_videos) == 1
 
 
+def test_odd_values_take_the_checked_path(tmp_path):
+    data = {"a": {"start": [True, 1], "end": [2, 3], "text": ["x", "y"]}, "b": {"start": [0], "end": [1], "text": [7]}}
+    path = _write(tmp_path / "c.json", json.dumps(data))
+    with pytest.warns(UserWarning):
+        videos = list(read_caption_json(path))
+    assert [(v[0], v[3]) for v in videos] == [("a", ["y"])]
+    assert "text is int" in str(_error(read_caption_json, path, video_ids=["b"], strict=True))
+
+
+def test_unsorted_rows_are_sorted_and_counted(tmp_path):
+    stats = CaptionStats()
+    path = _write(tmp_path / "v.csv", "start,end,text\n5,6,b\n1,2,a\n5,7,c\n")
+    _, starts, ends, texts = read_caption_csv(path, stats=stats)
+    assert starts.tolist() == [1, 5, 5] and ends.tolist() == [2, 6, 7] and texts == ["a", "b", "c"]
+    assert stats.videos_resorted == 1
+
+
 def test_too_few_fields_and_skip_bad_videos(tmp_path):
     path = _write(tmp_path / "caps" / "a.csv", "start,end,text\n0,1,x\n2,3\n")
     assert "too few fields" in str(_error(read_caption_csv, path, strict=True))
