@@ -134,6 +134,9 @@ def load_towers(video_tower: Optional[nn.Module], text_tower: Optional[nn.Module
             hint = ""
             if any("conv1.conv1.weight" in m for m in mismatched):
                 hint = " (conv1 differs: check model.s3d.space_to_depth)"
+            elif any("word_embd.weight" in m for m in mismatched):
+                rows = given["word_embd.weight"].shape[0]
+                hint = f" (the checkpoint's word table has {rows} rows: set model.word2vec.num_embeddings={rows})"
             problems.append(f"{name}: shape mismatch for {len(mismatched)} tensors: "
                             f"{_names(mismatched)}{hint}")
         if strict and (missing or unexpected):

@@ -123,11 +123,15 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     assert torch.equal(video.fc.weight, state["fc.weight"])
 
 
-def test_wrong_width_is_a_shape_error(tmp_path):
+def test_wrong_width_or_table_size_is_a_shape_error(tmp_path):
     torch.save(small_state(), tmp_path / "narrow.pth")
     state, _ = read_state_dict(tmp_path / "narrow.pth")
     with pytest.raises(CheckpointError, match="shape mismatch"):
         load_towers(S3D(width_mult=0.25), None, state)
+    bigger_table = SentenceEmbedding(["a", "b"], num_embeddings=5, output_dim=16)
+    with pytest.raises(CheckpointError, match=r"text_tower.word_embd.weight: checkpoint \[3, 300\] vs model "
+                                              r"\[5, 300\].*num_embeddings=3"):
+        load_towers(None, bigger_table, state)
 
 
 class Payload:

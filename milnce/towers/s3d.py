@@ -169,6 +169,7 @@ class S3D(nn.Module):
         self.maxpool_3a = MaxPool3dTFSame((1, 3, 3), (1, 2, 2))
         self.maxpool_4a = MaxPool3dTFSame((3, 3, 3), (2, 2, 2))
         self.maxpool_5a = MaxPool3dTFSame((2, 2, 2), (2, 2, 2))
+        self.maxPool3d_5a_2x2 = self.maxpool_5a  # the original's second name for it (no parameters)
         in_channels = ch(192)
         for name, *outs in _INCEPTION:
             block = InceptionBlock(in_channels, *(ch(o) for o in outs))
