@@ -1,4 +1,5 @@
-"""Columnar storage on plain .npy files: 1-D arrays written as a stream, strings as a UTF-8 blob + offsets."""
+"""Columnar storage on plain .npy files: 1-D arrays written as a stream, strings as a UTF-8 blob + offsets,
+id look-up by binary search over a sorted order, and a pread-based reader that maps nothing."""
 from __future__ import annotations
 
 import io
@@ -94,6 +95,64 @@ class StringColumn(Sequence):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} strings")
         return self.raw(i % n).decode("utf-8")
+
+
+class _IdLookup:
+    def find(self, video_id: str) -> int:
+        raise NotImplementedError
+
+    def index(self, video_id: str, *args) -> int:  # noqa: D102 (Sequence.index, without a scan)
+        found = self.find(video_id)
+        if found < 0:
+            raise KeyError(f"video id {video_id!r} is not in the narration index")
+        return found
+
+    def __contains__(self, video_id) -> bool:
+        return isinstance(video_id, str) and self.find(video_id) >= 0
+
+
+class VideoIds(_IdLookup, StringColumn):
+    """The corpus' video ids in index order; ``index(id)`` and ``in`` use the sorted order (no dict)."""
+
+    def __init__(self, blob, offsets, order: np.ndarray):
+        StringColumn.__init__(self, blob, offsets)
+        self._order = order
+
+    def find(self, video_id: str) -> int:
+        """Video number of ``video_id``, or -1."""
+        key = video_id.encode("utf-8")
+        lo, hi = 0, len(self._order)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.raw(int(self._order[mid])) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self._order) and self.raw(int(self._order[lo])) == key:
+            return int(self._order[lo])
+        return -1
+
+
+class SelectedIds(_IdLookup, Sequence):
+    """Video ids of a subset view."""
+
+    def __init__(self, ids: VideoIds, selection: np.ndarray, order: np.ndarray):
+        self._ids, self._selection, self._order = ids, selection, order
+
+    def __len__(self) -> int:
+        return len(self._selection)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._ids[int(self._selection[i])]
+
+    def find(self, video_id: str) -> int:
+        stored = self._ids.find(video_id)
+        pos = int(np.searchsorted(self._selection[self._order], stored)) if stored >= 0 else len(self)
+        if pos < len(self) and self._selection[self._order[pos]] == stored:
+            return int(self._order[pos])
+        return -1
 
 
 class PreadArray:

@@ -39,69 +39,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from datamodules.columnar import NpyStreamWriter, PreadArray, StringColumn, write_meta, write_strings
+from datamodules.columnar import (NpyStreamWriter, PreadArray, SelectedIds, StringColumn, VideoIds, write_meta,
+                                  write_strings)
 
 FORMAT = "milnce-narration-index"
 VERSION = 1
 _META_DIR = "meta"
-
-
-class _IdLookup:
-    def find(self, video_id: str) -> int:
-        raise NotImplementedError
-
-    def index(self, video_id: str, *args) -> int:  # noqa: D102 (Sequence.index, without a scan)
-        found = self.find(video_id)
-        if found < 0:
-            raise KeyError(f"video id {video_id!r} is not in the narration index")
-        return found
-
-    def __contains__(self, video_id) -> bool:
-        return isinstance(video_id, str) and self.find(video_id) >= 0
-
-
-class VideoIds(_IdLookup, StringColumn):
-    """The corpus' video ids in index order; ``index(id)`` and ``in`` use the sorted order (no dict)."""
-
-    def __init__(self, blob, offsets, order: np.ndarray):
-        StringColumn.__init__(self, blob, offsets)
-        self._order = order
-
-    def find(self, video_id: str) -> int:
-        """Video number of ``video_id``, or -1."""
-        key = video_id.encode("utf-8")
-        lo, hi = 0, len(self._order)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.raw(int(self._order[mid])) < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(self._order) and self.raw(int(self._order[lo])) == key:
-            return int(self._order[lo])
-        return -1
-
-
-class _SelectedIds(_IdLookup, Sequence):
-    """Video ids of a subset view."""
-
-    def __init__(self, ids: VideoIds, selection: np.ndarray, order: np.ndarray):
-        self._ids, self._selection, self._order = ids, selection, order
-
-    def __len__(self) -> int:
-        return len(self._selection)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return self._ids[int(self._selection[i])]
-
-    def find(self, video_id: str) -> int:
-        stored = self._ids.find(video_id)
-        pos = int(np.searchsorted(self._selection[self._order], stored)) if stored >= 0 else len(self)
-        if pos < len(self) and self._selection[self._order[pos]] == stored:
-            return int(self._order[pos])
-        return -1
 
 
 class NarrationIndex:
@@ -252,7 +195,7 @@ class NarrationIndex:
             return ids
         if self._selection_order is None:
             self._selection_order = np.argsort(self._selection, kind="stable")
-        return _SelectedIds(ids, self._selection, self._selection_order)
+        return SelectedIds(ids, self._selection, self._selection_order)
 
     def video_index(self, video_id: str) -> int:
         """Video number of ``video_id``; KeyError naming the id when absent."""
