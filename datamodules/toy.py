@@ -30,7 +30,8 @@ from datamodules.toy_render import Mp4Writer, SpriteBank, make_scene, render_fra
 from datamodules.toy_script import Task, Timeline, clip_timeline, make_tasks, narrate, task_timeline
 
 MANIFEST = "toy/manifest.json"
-FORMAT_VERSION = 1
+MSRVTT_TEST_FIRST_ID = 7020
+FORMAT_VERSION = 2
 # split -> (code for seeding, folder of its videos); youcook2 folders get /<task>/ appended
 SPLITS = {"howto100m": (1, "videos"), "youcook2_val": (2, "youcook2/validation"),
           "youcook2_train": (3, "youcook2/training"), "crosstask": (4, "crosstask/videos"),
@@ -139,7 +140,10 @@ def plan_corpus(cfg: ToyCorpusConfig) -> Tuple[List[Task], List[VideoPlan]]:
     """Tasks and every video's timeline and narration, without rendering (fast; tests and tools use it)."""
     tasks = make_tasks(np.random.default_rng([cfg.seed, 0]), cfg.num_tasks, cfg.steps_per_task)
     plans: List[VideoPlan] = []
-    msrvtt_number = {"msrvtt_train": 0, "msrvtt_test": cfg.num_msrvtt_train_clips}
+    # MSR-VTT numbering: training clips video0.., test clips from video7020 (where the real 1k-A test ids start)
+    msrvtt_number = {"msrvtt_train": 0, "msrvtt_test": MSRVTT_TEST_FIRST_ID}
+    if cfg.num_msrvtt_train_clips > MSRVTT_TEST_FIRST_ID:
+        raise ValueError(f"ToyCorpusConfig.num_msrvtt_train_clips must be <= {MSRVTT_TEST_FIRST_ID}")
     for split, count in cfg.counts().items():
         code, folder = SPLITS[split]
         for i in range(count):

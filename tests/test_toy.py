@@ -15,8 +15,8 @@ import pytest
 from datamodules.toy import (MANIFEST, ToyCorpusConfig, load_manifest, make_toy_corpus, plan_corpus,
                              toy_corpus_exists)
 from datamodules.toy_render import SpriteBank, make_scene, render_frames, rgb_to_yuv
-from datamodules.toy_script import (ACTIONS, COLOURS, FILLER_LINES, SHAPES, Segment, Timeline, content_words,
-                                    split_object, step_phrase, step_sentence)
+from datamodules.toy_script import (ACTIONS, COLOURS, FILLER_LINES, SHAPES, Segment, Timeline, canonical_caption,
+                                    content_words, split_object, step_phrase, step_sentence)
 
 TINY = ToyCorpusConfig.small(num_train_videos=3, num_youcook_videos=2, num_youcook_train_videos=1,
                              num_msrvtt_clips=3, num_msrvtt_train_clips=2, num_crosstask_videos=3,
@@ -200,6 +200,8 @@ def test_canonical_step_words_are_covered_by_the_narrations():
         for obj, action in task.steps:
             for text in (step_phrase(obj, action), step_sentence(obj, action)):
                 assert set(text.split()) <= vocab, text
+        two_steps = [Segment(k, obj, action, 0.0, 1.0) for k, (obj, action) in enumerate(task.steps[:2])]
+        assert set(canonical_caption(two_steps).split()) <= vocab
 
 
 def test_step_segments_lie_inside_the_videos(tiny):
