@@ -8,7 +8,6 @@ decode is replaced by another video's clip and counted (never a black clip), and
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -20,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clip_source import FileClips, MemoryClips
 from datamodules.epoch_sampler import EpochShardSampler, split_sample_index
-from datamodules.narrations import NarrationIndex, bag_indices, clip_window, sample_seek
+from datamodules.narrations import NarrationIndex, NoClipFits, TrainingClipSampler
+from datamodules.caption_readers import read_video_list
 from datamodules.transforms import random_crop_flip
 from datamodules.video import DecodeError
 
@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class NarratedClips(Dataset):
-    def __init__(self, index: NarrationIndex, clips, tokenizer: Callable, num_candidates: int, min_time: float,
+    """One item per video per epoch: `clips_per_video` clips, each with its bag of K narrations."""
+
+    def __init__(self, index: NarrationIndex, clips, tokenizer: Callable, sampler: TrainingClipSampler,
                  num_frames: int, fps: float, crop: int, flip: bool, seed: int, max_tries: int = 20):
         self.index = index
         self.clips = clips
         self.tokenizer = tokenizer
-        self.k = int(num_candidates)
-        self.min_time = float(min_time)
+        self.sampler = sampler
         self.num_frames = int(num_frames)
         self.fps = float(fps)
         self.crop = int(crop)
@@ -45,15 +46,10 @@ class NarratedClips(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def _sample_window(self, video: int, rng: np.random.Generator):
-        starts, ends, texts = self.index.narrations(video)
-        if len(starts) == 0:
-            raise DecodeError(self.clips.paths[video], "no narrations")
-        ind = int(rng.integers(len(starts)))
-        bag = bag_indices(starts, ends, ind, self.k) if self.k > 1 else [ind]
-        start, end = clip_window(float(starts[ind]), float(ends[ind]), self.min_time)
-        seek = sample_seek(start, end, self.num_frames / self.fps, rng)
-        return [texts[i] for i in bag], seek
+    def _decode(self, video: int, rng: np.random.Generator):
+        samples = self.sampler.sample_clips(video, rng)
+        frames = [self.clips.clip(video, s.seek, self.num_frames, self.fps) for s in samples]
+        return samples, frames
 
     def __getitem__(self, sample: int) -> Dict[str, Any]:
         epoch, item = split_sample_index(sample, len(self))
@@ -62,35 +58,25 @@ class NarratedClips(Dataset):
         video = item
         for _ in range(self.max_tries):
             try:
-                texts, seek = self._sample_window(video, rng)
-                frames = self.clips.clip(video, seek, self.num_frames, self.fps)
+                samples, frames = self._decode(video, rng)
                 break
-            except DecodeError as err:
+            except (DecodeError, NoClipFits) as err:
                 failed.append(f"{self.clips.paths[video]}: {err}")
                 video = int(rng.integers(len(self)))
         else:
-            raise RuntimeError(f"{self.max_tries} consecutive clips failed to decode; last: {failed[-3:]}")
+            raise RuntimeError(f"{self.max_tries} consecutive samples failed to decode; last: {failed[-3:]}")
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        tokens = self.tokenizer(texts)
+        tokens = [self.tokenizer(s.texts) for s in samples]
         out = {
-            "video": random_crop_flip(frames, self.crop, generator=gen, flip=self.flip),
-            "text": tokens["input_ids"],
-            "video_index": video,
+            "video": torch.stack([random_crop_flip(f, self.crop, generator=gen, flip=self.flip) for f in frames]),
+            "text": torch.stack([t["input_ids"] for t in tokens]),
+            "video_index": torch.full((len(samples),), video, dtype=torch.long),
             "failures": len(failed),
             "failed": "\n".join(failed),
         }
-        if "attention_mask" in tokens:
-            out["text_mask"] = tokens["attention_mask"]
+        if "attention_mask" in tokens[0]:
+            out["text_mask"] = torch.stack([t["attention_mask"] for t in tokens])
         return out
-
-
-def read_video_list(path: Path) -> List[str]:
-    """The MIL-NCE video list: a CSV with a `video_path` column, paths relative to the video root."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "video_path" not in reader.fieldnames:
-            raise ValueError(f"{path}: expected a CSV with a 'video_path' column, got columns {reader.fieldnames}")
-        return [row["video_path"] for row in reader]
 
 
 class HowTo100MDataModule(pl.LightningDataModule):
@@ -123,7 +109,7 @@ class HowTo100MDataModule(pl.LightningDataModule):
             return
         self.prepare_data()
         index = NarrationIndex.open(self.index_dir)
-        listed = {Path(p).name.split(".")[0]: p for p in read_video_list(self.video_list)}
+        listed = dict(read_video_list(self.video_list))
         keep = [i for i, vid in enumerate(index.video_ids) if vid in listed]
         missing = len(index) - len(keep)
         if missing:
@@ -137,7 +123,7 @@ class HowTo100MDataModule(pl.LightningDataModule):
         from milnce.text.word_tokenizer import build_vocab
 
         self.setup()
-        texts = (t for i in range(len(self.index)) for t in self.index.narrations(i)[2])
+        texts = (t for i in range(len(self.index)) for t in self.index.texts(i))
         return build_vocab(texts, min_count=min_count)
 
     # -- loaders ----------------------------------------------------------------------------
@@ -157,8 +143,10 @@ class HowTo100MDataModule(pl.LightningDataModule):
         self.setup()
         c = self.cfg
         if self.dataset is None:
-            self.dataset = NarratedClips(self.index, self._clips(), self.tokenizer, c.num_candidates, c.min_time,
-                                         c.num_frames, c.fps, c.crop, c.random_flip, c.seed)
+            sampler = TrainingClipSampler(self.index, c.num_candidates, c.min_time, c.num_frames / c.fps,
+                                          clips_per_video=c.clips_per_video)
+            self.dataset = NarratedClips(self.index, self._clips(), self.tokenizer, sampler, c.num_frames, c.fps,
+                                         c.crop, c.random_flip, c.seed)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         self.sampler = EpochShardSampler(len(self.dataset), seed=c.seed, rank=rank, world_size=world)
         if self._resume_state is not None:

@@ -230,7 +230,24 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"command line: override '{item}' is not of the form key=value")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"command line '{item}'")
+        cfg = _apply_override(cfg, item)
+    return cfg
+
+
+def _apply_override(cfg: DictConfig, item: str) -> DictConfig:
+    """key=value with YAML-typed value; list elements by index (eval.retrieval.0.num_windows=5)."""
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    value = OmegaConf.from_dotlist([f"value={raw}"])["value"]
+    source = f"command line '{item}'"
+    if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+        valid = ", ".join(_valid_keys(cfg, key))
+        raise ConfigError(f"{source}: unknown key '{key}' (valid keys here: {valid})")
+    try:
+        OmegaConf.update(cfg, key, value, merge=True)
+    except (ConfigKeyError, ValidationError, TypeError, ValueError) as err:
+        msg = str(getattr(err, "msg", err)).splitlines()[0]
+        raise ConfigError(f"{source}: {msg} (key '{key}')") from None
     return cfg
 
 

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from milnce.config import ModelConfig, OptimConfig
+from milnce.losses import negatives_per_positive
 from milnce.schedule import SCHEDULES
 
 
@@ -74,13 +75,23 @@ class VideoTextModule(pl.LightningModule):
         return self.embed_text(ids, None if mask is None else mask.to(self.device))
 
     # ----------------------------------------------------------------- training
-    def _flat_text(self, batch: Dict[str, Any]):
+    @staticmethod
+    def flatten_batch(batch: Dict[str, Any]):
+        """Clips of a batch as rows: video (B·C)×3×T×H×W, text ids (B·C·K)×L (+mask), video ids and valid (B·C).
+
+        A batch holds C clips per dataset item (several clips per video for max-margin, else C=1).
+        """
+        video = batch["video"]
+        video = video.reshape(-1, *video.shape[-4:])
         ids = batch["text"]
-        mask = batch.get("text_mask")
         ids = ids.reshape(-1, ids.shape[-1])
+        mask = batch.get("text_mask")
         if mask is not None:
             mask = mask.reshape(-1, mask.shape[-1])
-        return ids, mask
+        video_ids = batch["video_index"].reshape(-1)
+        valid = batch.get("valid")
+        valid = torch.ones_like(video_ids, dtype=torch.bool) if valid is None else valid.reshape(-1)
+        return video, ids, mask, video_ids, valid
 
     def _loss_on_embeddings(self, video_emb, text_emb, video_ids, valid):
         from milnce.distributed import gather_with_grad, gather_no_grad
@@ -96,28 +107,25 @@ class VideoTextModule(pl.LightningModule):
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
         from milnce.losses import check_finite
 
-        ids, mask = self._flat_text(batch)
-        video_ids = batch["video_index"]
-        valid = batch.get("valid")
-        if valid is None:
-            valid = torch.ones_like(video_ids, dtype=torch.bool)
+        video, ids, mask, video_ids, valid = self.flatten_batch(batch)
         if self.automatic_optimization:
-            video_emb = self.embed_video(batch["video"])
+            video_emb = self.embed_video(video)
             text_emb = self.embed_text(ids, mask)
             loss, global_b = self._loss_on_embeddings(video_emb, text_emb, video_ids, valid)
             check_finite(loss, self.global_step, batch_idx)
         else:
-            loss, global_b = self._grad_cache_step(batch, ids, mask, video_ids, valid, batch_idx)
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False,
-                 batch_size=video_ids.shape[0])
-        # Negatives seen by each positive pair: every other clip's K texts plus every other video (both directions).
-        negatives = 2 * (global_b - 1) * self.num_candidates if self.model_cfg.loss == "mil_nce" else 2 * (global_b - 1)
-        self.log("train/negatives", float(negatives), on_step=True, on_epoch=False, batch_size=video_ids.shape[0])
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"] if self.trainer is not None else 0.0,
-                 on_step=True, on_epoch=False, batch_size=video_ids.shape[0])
+            loss, global_b = self._grad_cache_step(video, ids, mask, video_ids, valid, batch_idx)
+        n = video_ids.shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        counts = negatives_per_positive(self.model_cfg.loss, global_b, self.num_candidates,
+                                        symmetric=bool(self.model_cfg.loss_args.symmetric))
+        self.log("train/negatives", counts["negatives"], on_step=True, on_epoch=False, batch_size=n)
+        if "failures" in batch:
+            self.log("data/failed_decodes", batch["failures"].float().sum(), on_step=True, on_epoch=False,
+                     reduce_fx="sum", batch_size=n)
         return loss if self.automatic_optimization else None
 
-    def _grad_cache_step(self, batch, ids, mask, video_ids, valid, batch_idx):
+    def _grad_cache_step(self, video, ids, mask, video_ids, valid, batch_idx):
         from milnce.grad_cache import grad_cache_step
         from milnce.losses import check_finite
 
@@ -130,7 +138,7 @@ class VideoTextModule(pl.LightningModule):
             check_finite(loss, self.global_step, batch_idx)
             return loss
 
-        loss = grad_cache_step(self.embed_video, lambda i, m: self.embed_text(i, m), batch["video"], (ids, mask),
+        loss = grad_cache_step(self.embed_video, lambda i, m: self.embed_text(i, m), video, (ids, mask),
                                loss_fn, self.model_cfg.grad_cache_chunk, self.num_candidates,
                                backward=self.manual_backward)
         if self.trainer.gradient_clip_val:

@@ -26,14 +26,14 @@ def ensure_corpus(cfg: DictConfig) -> None:
     from datamodules.toy import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
 
     root = Path(cfg.data.root)
-    if toy_corpus_exists(root):
-        return
-    if not cfg.toy.generate:
-        raise FileNotFoundError(f"no toy corpus at {root} and toy.generate=false")
-    t0 = time.time()
     toy = ToyCorpusConfig(seed=cfg.toy.seed, num_train_videos=cfg.toy.num_train_videos,
                           num_youcook_videos=cfg.toy.num_youcook_videos, num_msrvtt_clips=cfg.toy.num_msrvtt_clips,
                           num_crosstask_videos=cfg.toy.num_crosstask_videos)
+    if toy_corpus_exists(root, toy):
+        return
+    if not cfg.toy.generate:
+        raise FileNotFoundError(f"no toy corpus at {root} (for this toy config) and toy.generate=false")
+    t0 = time.time()
     make_toy_corpus(root, toy, progress=True)
     print(f"[milnce] toy corpus written to {root} in {time.time() - t0:.0f}s")
 

@@ -1,0 +1,47 @@
+"""The results table printed at the end of a run and written to results.md."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+RETRIEVAL_COLUMNS = ("R1", "R5", "R10", "MedR", "MeanR")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def results_markdown(metrics: Dict[str, float], cards: Dict[str, Any]) -> str:
+    lines = ["# Results", ""]
+    retrieval = sorted({k.split("/")[0] for k in metrics if k.endswith("/R10") and not k.startswith("chance/")})
+    if retrieval:
+        lines += ["## Text→video retrieval", "",
+                  "| dataset | clips | " + " | ".join(RETRIEVAL_COLUMNS) + " |",
+                  "|---|---|" + "---|" * len(RETRIEVAL_COLUMNS)]
+        for name in retrieval:
+            card = cards.get(name, {})
+            n = f"{card.get('n_evaluated', '?')}/{card.get('n_listed', '?')}"
+            lines.append(f"| {name} | {n} | " + " | ".join(_fmt(metrics.get(f"{name}/{c}"))
+                                                            for c in RETRIEVAL_COLUMNS) + " |")
+            lines.append(f"| chance | | " + " | ".join(_fmt(metrics.get(f"chance/{name}/{c}"))
+                                                       for c in RETRIEVAL_COLUMNS) + " |")
+        lines.append("")
+    if "crosstask/recall" in metrics:
+        card = cards.get("crosstask", {})
+        lines += ["## CrossTask step localization", "",
+                  "| metric | model | chance |", "|---|---|---|",
+                  f"| recall (Zhukov: pooled per task, mean over tasks) | {_fmt(metrics['crosstask/recall'])} | "
+                  f"{_fmt(metrics.get('chance/crosstask/recall'))} |"]
+        for key in ("recall_per_video", "recall_dp_similarity", "recall_argmax"):
+            if f"crosstask/{key}" in metrics:
+                lines.append(f"| {key} | {_fmt(metrics[f'crosstask/{key}'])} | "
+                             f"{_fmt(metrics.get(f'chance/crosstask/{key}'))} |")
+        lines.append(f"\n{card.get('n_evaluated', '?')} videos; inference {card.get('inference', '?')}, "
+                     f"cost {card.get('cost', '?')}")
+        lines.append("")
+    train = {k: v for k, v in metrics.items() if k.startswith("train/")}
+    if train:
+        lines += ["## Training", ""] + [f"- {k}: {_fmt(v)}" for k, v in sorted(train.items())] + [""]
+    lines.append("Protocol cards (every setting behind each number): protocol_cards.json")
+    return "\n".join(lines) + "\n"
