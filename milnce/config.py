@@ -80,6 +80,9 @@ class ModelConfig:
     init_from: Optional[str] = None      # released s3d_howto100m.pth, a MIL-NCE epoch*.pth.tar, or our checkpoint
     grad_cache_chunk: int = 0            # > 0: gradient-cache mode, embed the batch in chunks of this size
     gather_negatives: bool = True        # gather embeddings across ranks so every rank sees the global batch
+    gather_gradient: str = "local"       # local (original AllGather: DDP grads = full-batch grad / world) | sum (exact)
+    freeze_text_tower: bool = False      # fine-tuning: keep the text tower fixed
+    freeze_video_bn: bool = False        # fine-tuning: BatchNorm of the video tower in eval mode (statistics fixed)
 
 
 @dataclass
@@ -113,7 +116,10 @@ class DataConfig:
     decoder_threads: int = 1
     backend: str = "auto"                # auto | decord | pyav
     cache_in_memory: bool = False        # decode the whole corpus once into RAM (small corpora: far faster)
-    clips_per_video: int = 1
+    clips_per_video: int = 1             # > 1: several clips per video per visit (max-margin's intra-video negatives)
+    window: str = "narration"            # narration (original: the sampled line's own times) | bag (span of the bag)
+    fractional_seek: bool = False        # original: integer-second seeks
+    decode_timeout: Optional[float] = None  # seconds; a decode that takes longer is a counted failure
     max_failure_fraction: float = 0.05
     seed: int = 1
 
@@ -160,6 +166,7 @@ class EvalConfig:
     retrieval: List[RetrievalEvalConfig] = field(default_factory=list)
     crosstask: Optional[CrossTaskEvalConfig] = None
     every_n_steps: int = 0               # 0 = only at the end of fit
+    every_n_epochs: int = 0
     subset: int = 0                      # > 0: evaluate a cached subset of this size during training
 
 
@@ -180,6 +187,8 @@ class TrainerConfig:
     fast_dev_run: bool = False
     limit_train_batches: Optional[float] = None
     num_threads: int = 0                 # torch intra-op threads per process; 0 = cores / processes
+    monitor: Optional[str] = None        # keep the best checkpoint by this metric too (e.g. youcook2/R1)
+    monitor_mode: str = "max"
 
 
 @dataclass

@@ -54,7 +54,8 @@ def build_eval_callbacks(cfg: DictConfig) -> List[Any]:
     callbacks = []
     for kind, evaluator in build_evaluators(cfg):
         cls = RetrievalEvaluation if kind == "retrieval" else StepLocalization
-        callbacks.append(cls(evaluator, every_n_steps=cfg.eval.every_n_steps, subset=cfg.eval.subset))
+        callbacks.append(cls(evaluator, every_n_steps=cfg.eval.every_n_steps, subset=cfg.eval.subset,
+                             every_n_epochs=cfg.eval.every_n_epochs))
     return callbacks
 
 

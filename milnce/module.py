@@ -5,6 +5,7 @@ This module only wires them together: embed → gather across ranks → loss →
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, List, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -56,6 +57,18 @@ class VideoTextModule(pl.LightningModule):
         self.loss_fn = build_loss(model.loss, model.loss_args, self.num_candidates)
         if model.grad_cache_chunk > 0:
             self.automatic_optimization = False
+        if model.freeze_text_tower:
+            self.text_tower.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.model_cfg.freeze_video_bn:
+            for m in self.video_tower.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        if mode and self.model_cfg.freeze_text_tower:
+            self.text_tower.eval()
+        return self
 
     # ----------------------------------------------------------------- embeddings
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -97,8 +110,8 @@ class VideoTextModule(pl.LightningModule):
         from milnce.distributed import gather_with_grad, gather_no_grad
 
         if self.model_cfg.gather_negatives and self.trainer is not None and self.trainer.world_size > 1:
-            video_emb = gather_with_grad(video_emb)
-            text_emb = gather_with_grad(text_emb)
+            video_emb = gather_with_grad(video_emb, self.model_cfg.gather_gradient)
+            text_emb = gather_with_grad(text_emb, self.model_cfg.gather_gradient)
             video_ids = gather_no_grad(video_ids)
             valid = gather_no_grad(valid)
         loss = self.loss_fn(video_emb, text_emb, video_ids=video_ids, valid=valid)
@@ -140,7 +153,8 @@ class VideoTextModule(pl.LightningModule):
 
         loss = grad_cache_step(self.embed_video, lambda i, m: self.embed_text(i, m), video, (ids, mask),
                                loss_fn, self.model_cfg.grad_cache_chunk, self.num_candidates,
-                               backward=self.manual_backward)
+                               backward=self.manual_backward,
+                               no_sync=getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext))
         if self.trainer.gradient_clip_val:
             self.clip_gradients(opt, gradient_clip_val=self.trainer.gradient_clip_val)
         opt.step()

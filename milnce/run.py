@@ -43,7 +43,16 @@ def build_datamodule(cfg: DictConfig):
         from datamodules.howto100m import HowTo100MDataModule
 
         return HowTo100MDataModule(cfg.data)
-    raise ValueError(f"data.dataset: unknown dataset '{cfg.data.dataset}' (valid: toy, howto100m)")
+    if cfg.data.dataset in ("youcook2", "msrvtt"):
+        from datamodules.finetune import FinetuneDataModule
+
+        return FinetuneDataModule(cfg.data)
+    if cfg.data.dataset == "features":
+        from datamodules.features import FeatureDataModule
+
+        return FeatureDataModule(cfg.data)
+    raise ValueError(f"data.dataset: unknown dataset '{cfg.data.dataset}' (valid: toy, howto100m, youcook2, "
+                     "msrvtt, features)")
 
 
 def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
@@ -75,6 +84,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
                            every_n_train_steps=max(1, t.checkpoint_every_n_steps), save_on_train_epoch_end=True)
+    checkpoints = [ckpt]
+    if t.monitor:
+        checkpoints.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=t.monitor,
+                                           mode=t.monitor_mode, save_top_k=1, save_on_train_epoch_end=True))
     loggers = [CSVLogger(str(run_dir), name="logs", version=""),
                TensorBoardLogger(str(run_dir), name="tensorboard", version="")]
     kwargs: Dict[str, Any] = dict(
@@ -82,7 +95,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps, fast_dev_run=t.fast_dev_run, logger=loggers,
-        callbacks=[ckpt, TQDMProgressBar(refresh_rate=1), *callbacks], default_root_dir=str(run_dir),
+        callbacks=[*callbacks, *checkpoints, TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir),
         use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
     if t.limit_train_batches is not None:
