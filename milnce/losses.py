@@ -13,7 +13,7 @@ graph-connected zero, so every rank still runs the same backward.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +137,7 @@ def _video_id_codes(video_ids: Any, n: int, device: torch.device) -> torch.Tenso
     return codes
 
 
-def same_video_weights(video_ids: torch.Tensor) -> torch.Tensor:
+def same_video_weights(video_ids: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """HowTo100M's intra/inter-video negative weights, from per-row video ids (any batch layout).
 
     For row i with s_i rows of its own video (itself included) and o_i = N − s_i rows of other videos, entry
@@ -152,8 +152,9 @@ def same_video_weights(video_ids: torch.Tensor) -> torch.Tensor:
     s = same.sum(1, keepdim=True).to(torch.float64)
     o = n - s
     weighted = (s > 1) & (o > 0)
-    w = torch.where(same, n / (2 * s), n / (2 * o.clamp(min=1)))
-    return torch.where(weighted, w, torch.ones_like(w))
+    same_weight = torch.where(weighted, n / (2 * s), torch.ones_like(s)).to(dtype)
+    other_weight = torch.where(weighted, n / (2 * o.clamp(min=1)), torch.ones_like(o)).to(dtype)
+    return torch.where(same, same_weight, other_weight)
 
 
 def max_margin(video: torch.Tensor, text: torch.Tensor, margin: float = 0.1, video_ids: Any = None, *,
@@ -183,7 +184,7 @@ def max_margin(video: torch.Tensor, text: torch.Tensor, margin: float = 0.1, vid
     video_anchor = F.relu(margin + x - diagonal[None, :])
     if not negative_weighting or codes is None:
         return (text_anchor + video_anchor).mean()
-    w = same_video_weights(codes).to(x.dtype)
+    w = same_video_weights(codes, x.dtype)
     return (w * text_anchor + w.t() * video_anchor).mean()
 
 
