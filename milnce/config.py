@@ -56,6 +56,17 @@ class HFTextConfig:
 
 
 @dataclass
+class GatedConfig:
+    input_dim: int = 4096                # pooled feature size (HowTo100M: 2048-d 2D ‖ 2048-d 3D)
+
+
+@dataclass
+class FeatureSourceConfig:
+    dir: str = ""                        # one <video_id>.npy (T×D rows) per video
+    rate: Optional[float] = None         # rows per second; None = the <video_id>.json sidecar's "rate"
+
+
+@dataclass
 class LossConfig:
     formulation: str = "original"        # mil_nce: original (positives in the denominator) | paper
     temperature: Optional[float] = None  # None = raw dot products, as the original
@@ -75,6 +86,7 @@ class ModelConfig:
     vit: ViTConfig = field(default_factory=ViTConfig)
     word2vec: Word2VecConfig = field(default_factory=Word2VecConfig)
     hf_text: HFTextConfig = field(default_factory=HFTextConfig)
+    gated: GatedConfig = field(default_factory=GatedConfig)
     loss: str = "mil_nce"                # mil_nce | nce | max_margin
     loss_args: LossConfig = field(default_factory=LossConfig)
     init_from: Optional[str] = None      # released s3d_howto100m.pth, a MIL-NCE epoch*.pth.tar, or our checkpoint
@@ -122,6 +134,9 @@ class DataConfig:
     decode_timeout: Optional[float] = None  # seconds; a decode that takes longer is a counted failure
     max_failure_fraction: float = 0.05
     seed: int = 1
+    # dataset=features: pre-extracted features, pooled per clip and concatenated in this order;
+    # empty = <root>/features/2d at 1 fps and <root>/features/3d at 1.5 fps (HowTo100M)
+    feature_sources: List[FeatureSourceConfig] = field(default_factory=list)
 
 
 @dataclass
