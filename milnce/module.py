@@ -95,7 +95,8 @@ class VideoTextModule(pl.LightningModule):
         A batch holds C clips per dataset item (several clips per video for max-margin, else C=1).
         """
         video = batch["video"]
-        video = video.reshape(-1, *video.shape[-4:])
+        # clips (…×3×T×H×W) keep their 4 trailing dims; pre-extracted features (…×F) their last one
+        video = video.reshape(-1, *video.shape[-4:]) if video.dim() >= 5 else video.reshape(-1, video.shape[-1])
         ids = batch["text"]
         ids = ids.reshape(-1, ids.shape[-1])
         mask = batch.get("text_mask")
