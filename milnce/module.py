@@ -156,8 +156,9 @@ class VideoTextModule(pl.LightningModule):
                                loss_fn, self.model_cfg.grad_cache_chunk, self.num_candidates,
                                backward=self.manual_backward,
                                no_sync=getattr(self.trainer.strategy, "block_backward_sync", contextlib.nullcontext))
-        if self.trainer.gradient_clip_val:
-            self.clip_gradients(opt, gradient_clip_val=self.trainer.gradient_clip_val)
+        clip = getattr(self, "manual_clip_val", None)  # Trainer's gradient_clip_val is not allowed with manual optim.
+        if clip:
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         opt.step()
         sched = self.lr_schedulers()
         if sched is not None:

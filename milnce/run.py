@@ -26,13 +26,15 @@ def ensure_corpus(cfg: DictConfig) -> None:
     from datamodules.toy import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
 
     root = Path(cfg.data.root)
+    if not cfg.toy.generate:
+        if not toy_corpus_exists(root):
+            raise FileNotFoundError(f"no toy corpus at {root} and toy.generate=false")
+        return
     toy = ToyCorpusConfig(seed=cfg.toy.seed, num_train_videos=cfg.toy.num_train_videos,
                           num_youcook_videos=cfg.toy.num_youcook_videos, num_msrvtt_clips=cfg.toy.num_msrvtt_clips,
                           num_crosstask_videos=cfg.toy.num_crosstask_videos)
     if toy_corpus_exists(root, toy):
         return
-    if not cfg.toy.generate:
-        raise FileNotFoundError(f"no toy corpus at {root} (for this toy config) and toy.generate=false")
     t0 = time.time()
     make_toy_corpus(root, toy, progress=True)
     print(f"[milnce] toy corpus written to {root} in {time.time() - t0:.0f}s")
@@ -74,12 +76,24 @@ def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
 def _vocabulary(cfg: DictConfig, datamodule) -> Optional[List[str]]:
     if cfg.model.text_tower != "word2vec" or cfg.model.word2vec.vocab_path:
         return None
+    if cfg.model.init_from:
+        # fine-tuning: the word table's rows belong to the checkpoint's vocabulary, not the new corpus's words
+        from milnce.checkpoint import read_state_dict
+
+        _, meta = read_state_dict(cfg.model.init_from)
+        vocab = (meta.get("milnce") or {}).get("vocab")
+        if vocab is not None:
+            print(f"[milnce] vocabulary of {cfg.model.init_from} ({len(vocab)} words)")
+            return list(vocab)
     return datamodule.vocabulary()
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) -> pl.Trainer:
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from milnce.checkpoint_io import AtomicCheckpointIO
+    from milnce.failures import FailureBudget
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
@@ -95,7 +109,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps, fast_dev_run=t.fast_dev_run, logger=loggers,
-        callbacks=[*callbacks, *checkpoints, TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir),
+        callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), *checkpoints,
+                   TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
     if t.limit_train_batches is not None:
@@ -133,6 +148,7 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, _vocabulary(cfg, datamodule))
+    module.manual_clip_val = cfg.trainer.gradient_clip_val
     datamodule.tokenizer = module.tokenizer
 
     from milnce.evaluation_setup import build_eval_callbacks, collect_metrics

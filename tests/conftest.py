@@ -20,3 +20,25 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip("../shared is absent (a user's clone has no shared/)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_toy_corpus(tmp_path_factory):
+    """A few short toy videos in every layout (HowTo100M, YouCook2, MSR-VTT, CrossTask), rendered once per run."""
+    from datamodules.toy import ToyCorpusConfig, make_toy_corpus
+
+    root = tmp_path_factory.mktemp("toy") / "corpus"
+    make_toy_corpus(root, ToyCorpusConfig.small(num_train_videos=6, num_youcook_videos=2, num_msrvtt_clips=4,
+                                                num_crosstask_videos=3, duration_range=(20.0, 24.0)),
+                    progress=False, workers=1)
+    return root
+
+
+def tiny_run_overrides(corpus, run_dir):
+    """Overrides that shrink conf/demo.yaml to a seconds-long run on the tiny corpus."""
+    return [f"data.root={corpus}", "toy.generate=false", f"run_dir={run_dir}", "model.s3d.width_mult=0.125",
+            "model.embed_dim=32", "model.word2vec.word_dim=16", "model.word2vec.hidden_dim=32",
+            "data.batch_size=3", "data.num_frames=4", "data.resize=32", "data.crop=32",
+            "eval.retrieval.0.num_windows=2", "eval.retrieval.0.num_frames=4", "eval.retrieval.0.size=32",
+            "eval.crosstask.num_frames=4", "eval.crosstask.size=32", "trainer.num_threads=1",
+            "trainer.checkpoint_every_n_steps=2"]
