@@ -20,6 +20,15 @@ from pytorch_lightning.utilities import rank_zero_info
 log = logging.getLogger(__name__)
 
 
+def flatten_metrics(prefix: str, metrics: Dict[str, float]) -> Dict[str, float]:
+    """{"R10": …, "chance/R10": …} → {"<prefix>/R10": …, "chance/<prefix>/R10": …} (the metrics.json keys)."""
+    out = {}
+    for k, v in metrics.items():
+        key = f"chance/{prefix}/{k[len('chance/'):]}" if k.startswith("chance/") else f"{prefix}/{k}"
+        out[key] = float(v)
+    return out
+
+
 class _Evaluation(pl.Callback):
     headline: Tuple[str, ...] = ()
 
@@ -60,12 +69,7 @@ class _Evaluation(pl.Callback):
         return self.evaluator.evaluate(pl_module, indices)
 
     def _flatten(self, metrics: Dict[str, float], full: bool) -> Dict[str, float]:
-        prefix = self.prefix if full or self.subset <= 0 else f"{self.prefix}_subset"
-        out = {}
-        for k, v in metrics.items():
-            key = f"chance/{prefix}/{k[len('chance/'):]}" if k.startswith("chance/") else f"{prefix}/{k}"
-            out[key] = float(v)
-        return out
+        return flatten_metrics(self.prefix if full or self.subset <= 0 else f"{self.prefix}_subset", metrics)
 
     def run(self, trainer, pl_module, full: bool = True) -> Dict[str, float]:
         """Evaluate now (full set, or the subset when `full` is False and subset > 0) and log."""

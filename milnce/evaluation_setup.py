@@ -68,3 +68,21 @@ def collect_metrics(callbacks: List[Any]) -> Tuple[Dict[str, float], Dict[str, A
             metrics.update(cb.last_metrics)
             cards[cb.prefix] = cb.last_card
     return metrics, cards
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """Run every configured evaluator on `cfg.checkpoint` (ours, converted, or the released S3D + s3d_dict.npy)."""
+    from milnce.api import load_model
+    from milnce.callbacks import flatten_metrics
+
+    if not cfg.checkpoint:
+        raise ValueError("checkpoint=PATH is required (a .ckpt of ours, a converted file, or s3d_howto100m.pth)")
+    module = load_model(cfg.checkpoint, vocab=cfg.model.word2vec.vocab_path)
+    metrics: Dict[str, float] = {}
+    cards: Dict[str, Any] = {}
+    for kind, evaluator in build_evaluators(cfg):
+        prefix = evaluator.dataset.name if kind == "retrieval" else "crosstask"
+        result = evaluator.evaluate(module)
+        metrics.update(flatten_metrics(prefix, result.metrics))
+        cards[prefix] = {**result.card, "checkpoint": str(cfg.checkpoint)}
+    return metrics, cards
