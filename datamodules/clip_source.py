@@ -12,23 +12,36 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from datamodules.video import DecodeError, read_clip, read_video
+from datamodules.video import CLIP_TIMEOUT, VIDEO_TIMEOUT, DecodeError, read_clip, read_video
+
+
+def _deadline(timeout: Optional[float], default: float) -> Optional[float]:
+    """data.decode_timeout: None = the reader's default deadline, 0 = none, else seconds."""
+    if timeout is None:
+        return default
+    return float(timeout) or None
 
 
 class FileClips:
-    """Decode exactly the requested window from the video file."""
+    """Decode exactly the requested window from the video file.
+
+    Every decode has a deadline (`timeout` seconds; None = datamodules.video.CLIP_TIMEOUT, 0 = none): a read that
+    hangs (a stalled network file system, a pathological file) becomes a DecodeError, which the dataset counts and
+    replaces, instead of a stalled DataLoader worker.
+    """
 
     def __init__(self, paths: Sequence[str], resize: int, backend: str = "auto", timeout: Optional[float] = None):
         self.paths = list(paths)
         self.resize = resize
         self.backend = backend
-        self.timeout = timeout
+        self.timeout = _deadline(timeout, CLIP_TIMEOUT)
 
     def duration(self, video: int) -> Optional[float]:
         return None
 
     def clip(self, video: int, start: float, num_frames: int, fps: float) -> torch.Tensor:
-        return read_clip(self.paths[video], start, num_frames, fps, self.resize)
+        return read_clip(self.paths[video], start, num_frames, fps, self.resize, backend=self.backend,
+                         timeout=self.timeout)
 
 
 class MemoryClips:
@@ -38,15 +51,17 @@ class MemoryClips:
     DecodeError. Videos that fail to decode are left out and listed in `failed`.
     """
 
-    def __init__(self, paths: Sequence[str], fps: float, resize: int, progress: bool = True):
+    def __init__(self, paths: Sequence[str], fps: float, resize: int, progress: bool = True,
+                 backend: str = "auto", timeout: Optional[float] = None):
         self.paths = list(paths)
+        deadline = _deadline(timeout, VIDEO_TIMEOUT)
         self.fps = float(fps)
         self.frames: List[Optional[torch.Tensor]] = []
         self.failed: Dict[str, str] = {}
         for path in tqdm(self.paths, desc=f"decoding corpus into memory ({fps:g} fps, {resize}px)",
                          disable=not progress, unit="video"):
             try:
-                self.frames.append(read_video(path, fps, resize).contiguous())
+                self.frames.append(read_video(path, fps, resize, backend=backend, timeout=deadline).contiguous())
             except DecodeError as err:
                 self.frames.append(None)
                 self.failed[path] = str(err)

@@ -35,7 +35,10 @@ class EpochShardSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.num_items // self.world_size - self._skip
+        # The epoch's full length, also while resuming it: Lightning restores its batch count of the interrupted
+        # epoch and ends the epoch at this length, so the remaining batches are exactly the ones not yet trained on
+        # (a shorter length would also shorten every later epoch, as the loader is not rebuilt).
+        return self.num_items // self.world_size
 
     def _order(self) -> np.ndarray:
         if self.shuffle:
@@ -46,8 +49,8 @@ class EpochShardSampler(Sampler[int]):
         return order[self.rank * per_rank:(self.rank + 1) * per_rank]
 
     def __iter__(self) -> Iterator[int]:
+        # the skip stays until the epoch changes: Lightning may call iter() more than once before the first batch
         order = self._order()[self._skip:]
-        self._skip = 0
         base = self.epoch * self.num_items
         return iter((base + int(i)) for i in order)
 

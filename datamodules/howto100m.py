@@ -71,6 +71,7 @@ class NarratedClips(Dataset):
             "video": torch.stack([random_crop_flip(f, self.crop, generator=gen, flip=self.flip) for f in frames]),
             "text": torch.stack([t["input_ids"] for t in tokens]),
             "video_index": torch.full((len(samples),), video, dtype=torch.long),
+            "sample": int(sample),          # the sampler's (epoch, item) code: audits of what an epoch saw
             "failures": len(failed),
             "failed": "\n".join(failed),
         }
@@ -130,12 +131,12 @@ class HowTo100MDataModule(pl.LightningDataModule):
     def _clips(self):
         c = self.cfg
         if c.cache_in_memory:
-            clips = MemoryClips(self.paths, c.fps, c.resize, progress=self.progress)
+            clips = MemoryClips(self.paths, c.fps, c.resize, progress=self.progress, backend=c.backend)
             if clips.failed:
                 log.warning("%d videos failed to decode and are skipped: %s", len(clips.failed),
                             list(clips.failed)[:5])
             return clips
-        return FileClips(self.paths, c.resize, backend=c.backend)
+        return FileClips(self.paths, c.resize, backend=c.backend, timeout=c.decode_timeout)
 
     def train_dataloader(self) -> DataLoader:
         if self.tokenizer is None:
@@ -163,7 +164,9 @@ class HowTo100MDataModule(pl.LightningDataModule):
     def state_dict(self) -> Dict[str, Any]:
         if self.sampler is None or self.trainer is None:
             return {}
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        # processed, not completed: a step checkpoint is written in on_train_batch_end, after the batch trained
+        # but before Lightning counts it as completed (on restore Lightning counts it as completed itself)
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return {"sampler": self.sampler.state_dict(consumed=done * self.cfg.batch_size)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:

@@ -1,0 +1,53 @@
+"""Checkpoint files that are either the old version or the new one, never half-written.
+
+Lightning's default CheckpointIO goes through an fsspec transaction, which writes a temporary file in the system
+temp directory and `shutil.move`s it into place: where /tmp is another file system (a tmpfs, a node-local disk) the
+move is a copy into the destination, and a kill -9 during it leaves a truncated last.ckpt that the next run cannot
+resume from. Here the bytes go to a temporary file next to the destination, are fsynced, and `os.replace` swaps
+it in (atomic on POSIX within one directory). A leftover temporary file from a killed write is harmless and is
+removed by the next save of the same checkpoint.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+TMP_SUFFIX = ".partial"
+
+
+def atomic_torch_save(obj: Any, path: os.PathLike | str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO for local paths whose saves are atomic (temporary file + fsync + os.replace)."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+        if "://" in str(path):  # remote file systems: Lightning's own (object stores are atomic per object)
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_torch_save(checkpoint, path)
