@@ -60,3 +60,18 @@ def test_each_tower_trains_a_few_steps(tiny_toy_corpus, tmp_path, video_tower, t
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["milnce"]["model"]["video_tower"] == video_tower
     assert any(k.startswith("video_tower.") for k in ckpt["state_dict"])
+
+
+def test_evaluate_tool_on_a_trained_checkpoint(tiny_toy_corpus, tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import evaluate as evaluate_tool
+
+    train(load_config(DEMO, tiny_run_overrides(tiny_toy_corpus, tmp_path / "run") + [
+        "trainer.max_steps=1", "eval.retrieval=[]", "eval.crosstask=null"]))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    rc = evaluate_tool.main([str(DEMO), f"checkpoint={ckpt}"] + tiny_run_overrides(tiny_toy_corpus, tmp_path / "ev"))
+    assert rc == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert {"youcook2/R10", "youcook2/MedR", "crosstask/recall", "chance/crosstask/recall"} <= set(metrics)
+    cards = json.loads((tmp_path / "ev" / "protocol_cards.json").read_text())
+    assert cards["youcook2"]["checkpoint"] == str(ckpt)
