@@ -73,7 +73,7 @@ def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu", v
         stored = meta.get("milnce") or {}
         model_cfg = dict(stored.get("model") or {})
         if meta["format"] == "released" or not model_cfg:
-            model_cfg = _released_model_cfg(info, path)
+            model_cfg = _released_model_cfg(info, state, path)
         model_cfg.setdefault("embed_dim", info.get("embed_dim", 512))
         words = words if words is not None else stored.get("vocab")
         if model_cfg.get("text_tower") == "word2vec" and words is None:
@@ -93,7 +93,7 @@ def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu", v
     return module.to(device).eval()
 
 
-def _released_model_cfg(info: Dict[str, Any], path: Path) -> Dict[str, Any]:
+def _released_model_cfg(info: Dict[str, Any], state: Dict[str, torch.Tensor], path: Path) -> Dict[str, Any]:
     from milnce.checkpoint import CheckpointError
 
     if info.get("video_tower") != "s3d":
@@ -104,6 +104,9 @@ def _released_model_cfg(info: Dict[str, Any], path: Path) -> Dict[str, Any]:
     if info.get("text_tower") == "word2vec":
         cfg["text_tower"] = "word2vec"
         cfg["word2vec"] = {"num_embeddings": info["num_embeddings"], "word_dim": info["word_embedding_dim"]}
+        fc1 = state.get("text_tower.fc1.weight")
+        if fc1 is not None:
+            cfg["word2vec"]["hidden_dim"] = int(fc1.shape[0])
     return cfg
 
 

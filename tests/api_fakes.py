@@ -1,0 +1,53 @@
+"""Small real inputs for the API / index / search / report tests: H.264 videos and a tiny model checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VOCAB = ["the", "red", "blue", "circle", "square", "spins", "slides"]
+TINY_MODEL = {"video_tower": "s3d", "text_tower": "word2vec", "embed_dim": 16,
+              "s3d": {"space_to_depth": True, "width_mult": 0.125},
+              "word2vec": {"word_dim": 8, "hidden_dim": 16, "max_words": 8}}
+TINY_PREPROCESS = {"fps": 4.0, "num_frames": 4, "resize": 32, "crop": 32}
+
+
+def write_video(path: Path, seconds: float = 4.0, fps: int = 8, width: int = 48, height: int = 32,
+                colour=(200, 30, 30)) -> Path:
+    """A moving coloured square on grey, H.264 in mp4."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.full((height, width, 3), 90, np.uint8)
+            x = (i * 3) % (width - 10)
+            img[10:20, x:x + 10] = colour
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def tiny_module(seed: int = 0):
+    from milnce.module import VideoTextModule
+
+    torch.manual_seed(seed)
+    return VideoTextModule(TINY_MODEL, {"name": "adam", "lr": 1e-3}, vocab=VOCAB, num_candidates=1,
+                           preprocess=TINY_PREPROCESS)
+
+
+def save_lightning_checkpoint(module, path: Path) -> Path:
+    """What Lightning's ModelCheckpoint writes for this module (state_dict, hyper_parameters, version, our meta)."""
+    import pytorch_lightning as pl
+
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": pl.__version__, "epoch": 0, "global_step": 0}
+    module.on_save_checkpoint(ckpt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
