@@ -36,6 +36,14 @@ def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
     workers = min(2, cfg.data.num_workers)
     evaluators: List[Tuple[str, Any]] = []
     for r in cfg.eval.retrieval:
+        if cfg.data.dataset == "features":  # the same protocol on pre-extracted features (HowTo100M)
+            from datamodules.features import feature_sources
+            from milnce.feature_eval import FeatureRetrievalEvaluator
+
+            evaluators.append(("retrieval", FeatureRetrievalEvaluator(
+                _retrieval_set(r, data_root), feature_sources(cfg.data), normalize=r.normalize,
+                max_words=r.max_words, out_dir=str(out_dir / r.name))))
+            continue
         evaluators.append(("retrieval", RetrievalEvaluator(
             _retrieval_set(r, data_root), num_windows=r.num_windows, num_frames=r.num_frames, fps=r.fps,
             size=r.size, pooling=r.pooling, normalize=r.normalize, max_words=r.max_words, num_workers=workers,
