@@ -6,6 +6,9 @@ move is a copy into the destination, and a kill -9 during it leaves a truncated 
 resume from. Here the bytes go to a temporary file next to the destination, are fsynced, and `os.replace` swaps
 it in (atomic on POSIX within one directory). A leftover temporary file from a killed write is harmless and is
 removed by the next save of the same checkpoint.
+
+Loading (resume) is always `torch.load(weights_only=True)`: a checkpoint holding pickled objects other than tensors
+and plain containers is refused, and a file that cannot be read is a CheckpointError naming it.
 """
 from __future__ import annotations
 
@@ -51,3 +54,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote file systems: Lightning's own (object stores are atomic per object)
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        from milnce.checkpoint import CheckpointError
+
+        if weights_only is False:
+            raise CheckpointError(f"{path}: refusing weights_only=False (checkpoints are loaded as plain data only)")
+        if not Path(path).is_file() and "://" not in str(path):
+            raise CheckpointError(f"{path}: checkpoint file not found")
+        try:
+            obj = super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # truncated zip, not a torch file, a pickle weights_only refuses
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            kind = ("not plain data (torch.load(weights_only=True) refused it)" if "eights only" in str(err)
+                    else "cannot be read (truncated or not a checkpoint)")
+            raise CheckpointError(f"{path}: {kind}: {type(err).__name__}: {first}. Move it away to resume "
+                                  "from an earlier checkpoint or to start over.") from err
+        if not isinstance(obj, dict) or "state_dict" not in obj:
+            raise CheckpointError(f"{path}: not a Lightning training checkpoint (no 'state_dict' entry)")
+        return obj
