@@ -8,7 +8,8 @@ they must agree.
 Pure functions restate howto100m/youtube_dataloader.py (PROTOCOLS.md Part A §4.3):
 
 * ``merge_captions``: grow caption `index` by whole neighbouring captions until end − start ≥ min_time, toward the
-  side giving the shorter span (left on ties when min_time > 0, right on ties when min_time == 0); words are
+  side giving the shorter span, left on ties (with min_time == 0 the original flips the comparison and goes
+  left when the left span is ≥ the right one); words are
   concatenated in merge order (the caption itself, then each merged neighbour appended, left ones included).
 * ``pool_clip``: per feature type rows [int(s·rate), int(e·rate) + 1), max over rows, L2-normalised; the types
   concatenated in order.
