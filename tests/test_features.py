@@ -326,3 +326,19 @@ def test_a_few_max_margin_steps_on_features(feature_corpus, tmp_path):
         loss1 = float(module.loss_fn(module.embed_video(video), module.embed_text(ids), video_ids=video_ids,
                                      valid=valid))
     assert np.isfinite(loss1) and loss1 < loss0
+
+
+def test_reads_features_written_by_the_extract_tool(tmp_path):
+    from types import SimpleNamespace
+
+    from milnce.extract import write_features
+
+    starts = np.arange(0.0, 10.0, 0.5)
+    emb = SimpleNamespace(video=str(tmp_path / "clips" / "abc.mp4"), starts=starts, duration=10.2,
+                          embeddings=np.random.default_rng(0).normal(size=(len(starts), 4)).astype(np.float32))
+    write_features(tmp_path / "s3d", emb, stride=0.5, window=3.2, extra={})
+    x, rate = load_features(FeatureSource(str(tmp_path / "s3d")), "abc")
+    assert rate == 2.0 and x.shape == (20, 4)
+    pooled = pool_clip([x], [rate], 1.2, 2.9)                       # rows [2, 6)
+    want = emb.embeddings[2:6].max(0)
+    np.testing.assert_allclose(pooled, want / np.linalg.norm(want), rtol=1e-6)
