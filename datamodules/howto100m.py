@@ -83,11 +83,13 @@ class NarratedClips(Dataset):
 class HowTo100MDataModule(pl.LightningDataModule):
     """Narrated-video pretraining (HowTo100M layout). `data_cfg` follows milnce.config.DataConfig."""
 
-    def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True):
+    def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True,
+                 strict_captions: bool = False):
         super().__init__()
         self.cfg = data_cfg
         self.tokenizer = tokenizer
         self.progress = progress
+        self.strict_captions = strict_captions  # bad caption rows: error (True) or dropped, counted and warned
         root = Path(data_cfg.root)
         self.video_root = Path(data_cfg.video_root) if data_cfg.video_root else root / "videos"
         self.video_list = Path(data_cfg.video_list) if data_cfg.video_list else root / "howto100m" / "videos.csv"
@@ -103,7 +105,8 @@ class HowTo100MDataModule(pl.LightningDataModule):
         from datamodules.narrations import build_index_from_captions
 
         if not NarrationIndex.exists(self.index_dir):
-            build_index_from_captions(self.captions, self.index_dir, progress=self.progress)
+            build_index_from_captions(self.captions, self.index_dir, strict=self.strict_captions,
+                                      progress=self.progress)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.index is not None:
