@@ -188,6 +188,16 @@ def test_window_outside_the_video_is_an_error(h264, backend, start):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_single_frame_video(tmp_path, backend):
+    path = write_video(tmp_path / "one.mp4", num_frames=1)
+    clip = read_clip(path, 0.0, 4, 5, None, backend=backend)
+    assert indices(clip) == [0, 0, 0, 0]
+    with pytest.raises(WindowError):
+        read_clip(path, 0.5, 4, 5, None, backend=backend)
+    assert read_video(path, 5, None, backend=backend).shape == (1, 48, 64, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_last_frame_is_reachable(h264, backend):
     clip = read_clip(h264, 2.99, 1, 5, None, backend=backend)
     assert indices(clip) == [89]
@@ -258,8 +268,13 @@ def test_truncated_faststart_file(tmp_path):
         read_clip(cut, 9.0, 4, 5, None, backend="pyav")
 
 
+def test_integral_floats_are_accepted(h264):
+    assert read_clip(h264, 0, 2.0, 5, 24.0).shape == (2, 24, 32, 3)
+
+
 def test_bad_arguments_raise_decode_error(h264):
-    for kwargs in [dict(num_frames=0), dict(fps=0.0), dict(size=-1), dict(backend="nope"), dict(sampling="x")]:
+    for kwargs in [dict(num_frames=0), dict(num_frames=2.5), dict(fps=0.0), dict(fps="5"), dict(size=-1),
+                   dict(size=32.5), dict(backend="nope"), dict(sampling="x")]:
         args = dict(path=h264, start=0.0, num_frames=4, fps=5.0, size=None)
         args.update(kwargs)
         with pytest.raises(DecodeError):

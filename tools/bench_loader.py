@@ -114,31 +114,39 @@ def cpu_seconds(children: bool) -> float:
     return own + usage.ru_utime + usage.ru_stime
 
 
-def measure(name, windows, fn, children=False):
-    cpu0, wall0 = cpu_seconds(children), time.perf_counter()
-    for w in tqdm(windows, desc=name, unit="clip", leave=False, disable=None):
-        fn(w)
-    cpu, wall = cpu_seconds(children) - cpu0, time.perf_counter() - wall0
-    return {"clips_per_cpu_s": len(windows) / cpu, "clips_per_wall_s": len(windows) / wall,
-            "cpu_ms_per_clip": 1e3 * cpu / len(windows)}
+def measure(label, windows, loaders):
+    """Run every loader on each window in turn (interleaved, so load changes on the machine hit all alike)."""
+    cpu = {name: 0.0 for name in loaders}
+    wall = dict(cpu)
+    for w in tqdm(windows, desc=label, unit="window", leave=False, disable=None):
+        for name, (fn, children) in loaders.items():
+            cpu0, wall0 = cpu_seconds(children), time.perf_counter()
+            fn(w)
+            cpu[name] += cpu_seconds(children) - cpu0
+            wall[name] += time.perf_counter() - wall0
+    return {name: {"clips_per_cpu_s": len(windows) / cpu[name], "clips_per_wall_s": len(windows) / wall[name],
+                   "cpu_ms_per_clip": 1e3 * cpu[name] / len(windows)} for name in loaders}
 
 
 def frame_offsets(windows, args, check):
-    """How many source frames the ffmpeg loader's frames lie after the frame on screen at start + i/fps."""
-    offsets = []
+    """Which source frame each of the ffmpeg loader's frames is, relative to the one on screen at start + i/fps;
+    and how far (mean absolute difference, 0-255) ffmpeg's frames are from read_clip(sampling="ffmpeg")."""
+    offsets, residuals, sampling_diffs = [], [], []
     for w in windows[:check]:
         src_fps = probe(w["path"]).fps
         n_src = int(round((args.num_frames - 1) / args.fps * src_fps)) + 8
-        ref = read_clip(w["path"], w["seek"], n_src, src_fps, None)[:, w["y"]:w["y"] + args.crop,
-                                                                      w["x"]:w["x"] + args.crop]
+        crop = (slice(None), slice(w["y"], w["y"] + args.crop), slice(w["x"], w["x"] + args.crop))
+        ref = read_clip(w["path"], w["seek"], n_src, src_fps, None)[crop].float()
         got = ffmpeg_clip(w["path"], w["seek"], args.num_frames, args.fps, args.crop, w["x"], w["y"], False)
+        got = got.permute(1, 2, 3, 0).float()
         for i in range(args.num_frames):
-            frame = got[:, i].permute(1, 2, 0).float()
             step = int(round(i * src_fps / args.fps))
-            cand = range(step, min(step + 6, n_src))
-            diffs = [float((ref[m].float() - frame).abs().mean()) for m in cand]
+            diffs = [float((ref[m] - got[i]).abs().mean()) for m in range(step, min(step + 6, n_src))]
             offsets.append(int(np.argmin(diffs)))
-    return offsets
+            residuals.append(min(diffs))
+        like = read_clip(w["path"], w["seek"], args.num_frames, args.fps, None, sampling="ffmpeg")[crop].float()
+        sampling_diffs.append(float((like - got).abs().mean()))
+    return offsets, float(np.mean(residuals)), float(np.mean(sampling_diffs))
 
 
 def run_set(label, paths, args, have_ffmpeg, rng):
@@ -152,14 +160,14 @@ def run_set(label, paths, args, have_ffmpeg, rng):
                         "x": int(rng.integers(0, info.width - args.crop + 1)),
                         "y": int(rng.integers(0, info.height - args.crop + 1)), "flip": bool(rng.random() > 0.5)})
     gen = torch.Generator().manual_seed(0)
-    result = {"limit": measure(f"{label}: decode limit", windows,
-                               lambda w: decode_limit(w["path"], w["seek"], args.num_frames, args.fps))}
+    loaders = {"limit": (lambda w: decode_limit(w["path"], w["seek"], args.num_frames, args.fps), False)}
     for backend in args.backends:
-        result[f"ours_{backend}"] = measure(f"{label}: read_clip[{backend}]", windows, lambda w: our_clip(
-            w["path"], w["seek"], args.num_frames, args.fps, args.crop, backend, gen))
+        loaders[f"ours_{backend}"] = (lambda w, b=backend: our_clip(
+            w["path"], w["seek"], args.num_frames, args.fps, args.crop, b, gen), False)
     if have_ffmpeg:
-        result["ffmpeg"] = measure(f"{label}: ffmpeg subprocess", windows, lambda w: ffmpeg_clip(
-            w["path"], w["seek"], args.num_frames, args.fps, args.crop, w["x"], w["y"], w["flip"]), children=True)
+        loaders["ffmpeg"] = (lambda w: ffmpeg_clip(w["path"], w["seek"], args.num_frames, args.fps, args.crop,
+                                                   w["x"], w["y"], w["flip"]), True)
+    result = measure(label, windows, loaders)
     ours = result[f"ours_{args.backends[0]}"]["clips_per_cpu_s"]
     result["fraction_of_decode_limit"] = ours / result["limit"]["clips_per_cpu_s"]
     result["speedup_vs_ffmpeg"] = ours / result["ffmpeg"]["clips_per_cpu_s"] if have_ffmpeg else None
@@ -212,7 +220,8 @@ def main():
     results, windows = {}, {}
     for name, paths in sets.items():
         results[name], windows[name] = run_set(name, paths, args, have_ffmpeg, rng)
-    offsets = frame_offsets(windows["original"], args, args.check) if have_ffmpeg else []
+    offsets, residual, sampling_diff = frame_offsets(windows["original"], args, args.check) if have_ffmpeg \
+        else ([], None, None)
 
     print(f"\n{args.num_frames} frames at {args.fps:g} fps, crop {args.crop}; clips per CPU-second (wall in brackets)")
     for name, res in results.items():
@@ -224,8 +233,9 @@ def main():
         print(f"  {name:9s} ours/ffmpeg = {speed:.2f}x" if speed else f"  {name:9s} ours/ffmpeg = n/a",
               f" ours/limit = {res['fraction_of_decode_limit']:.2f}")
     if offsets:
-        print(f"  ffmpeg's frame i lies {np.median(offsets):g} source frames after the one on screen at start + i/fps"
-              f" (offsets seen: {sorted(set(offsets))})")
+        print(f"  ffmpeg's frame i is {np.median(offsets):g} source frames after the one on screen at start + i/fps"
+              f" (offsets seen: {sorted(set(offsets))}; best-match difference {residual:.2f}/255); "
+              f"read_clip(sampling='ffmpeg') differs from it by {sampling_diff:.2f}/255")
 
     orig = results["original"]
     summary = {"speedup_vs_ffmpeg": orig["speedup_vs_ffmpeg"],
@@ -234,6 +244,7 @@ def main():
                "ffmpeg_clips_per_core_s": orig["ffmpeg"]["clips_per_cpu_s"] if have_ffmpeg else None,
                "decode_limit_clips_per_core_s": orig["limit"]["clips_per_cpu_s"],
                "ffmpeg_frame_offset_median": float(np.median(offsets)) if offsets else None,
+               "ffmpeg_vs_sampling_ffmpeg_mean_abs_diff": sampling_diff,
                "windows": args.windows, "videos": len(originals)}
     for backend in args.backends[1:]:
         summary[f"{backend}_clips_per_core_s"] = orig[f"ours_{backend}"]["clips_per_cpu_s"]
