@@ -51,3 +51,30 @@ def toy_queries(manifest: Dict[str, Any], videos: Optional[Sequence[str]] = None
     pairs = sorted({(s["object"], s["action"]) for vid, v in manifest["videos"].items()
                     if stems is None or vid in stems for s in v.get("steps", [])})
     return [(f"the {obj} {actions[action][0][1]}", obj, action) for obj, action in pairs]
+
+
+def chance_precision(rows: Sequence[Sequence[Any]], queries: Sequence[Tuple[str, str, str]],
+                     segments: Dict[str, List], min_overlap: float = 0.5) -> float:
+    """Expected precision of k moments drawn at random from the index rows [video, start, end]."""
+    if not queries or not rows:
+        return float("nan")
+    per_query = []
+    for _, obj, action in queries:
+        per_query.append(np.mean([is_hit({"start": r[1], "end": r[2]}, segments.get(Path(r[0]).stem, []), obj,
+                                         action, min_overlap) for r in rows]))
+    return float(np.mean(per_query))
+
+
+def evaluate_toy_search(searcher, toy_root: PathLike, k: int = 5, min_overlap: float = 0.5) -> Dict[str, Any]:
+    """Precision@k of every object×action query occurring in the indexed toy videos, with its chance level and
+    the fraction of queries with at least one hit in the top k."""
+    from datamodules.toy import load_manifest
+
+    manifest = load_manifest(toy_root)
+    segments = segments_by_video(manifest)
+    queries = toy_queries(manifest, searcher.index.videos)
+    result = precision_at_k(searcher.search, queries, segments, k, min_overlap)
+    result["chance_precision"] = chance_precision(searcher.index.rows, queries, segments, min_overlap)
+    result["queries_with_hit"] = float(np.mean([q["hits"] > 0 for q in result["per_query"]])) \
+        if result["per_query"] else float("nan")
+    return result

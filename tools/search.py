@@ -21,15 +21,25 @@ def main(argv=None):
     ap.add_argument("--checkpoint", help="model to encode queries (default: the one the index was built with)")
     ap.add_argument("--vocab", help="word list for the released checkpoint (s3d_dict.npy)")
     ap.add_argument("--serve", action="store_true", help="start the local search page")
+    ap.add_argument("--eval-toy", metavar="TOY_ROOT", help="precision@top of every object×action query on an "
+                    "index of toy-corpus videos (ground truth from TOY_ROOT/toy/manifest.json)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=8765)
     args = ap.parse_args(argv)
-    if not args.serve and not args.query:
-        ap.error("give a QUERY, or --serve")
+    if not args.serve and not args.query and not args.eval_toy:
+        ap.error("give a QUERY, --serve or --eval-toy")
 
     from milnce.search_server import Searcher, make_server, page_url, results_json
 
     searcher = Searcher(args.index, checkpoint=args.checkpoint, vocab=args.vocab)
+    if args.eval_toy:
+        from milnce.search_eval import evaluate_toy_search
+
+        result = evaluate_toy_search(searcher, args.eval_toy, k=args.top)
+        for q in result["per_query"]:
+            print(f"{q['hits']}/{args.top}  {q['query']}", file=sys.stderr)
+        print(json.dumps({k: v for k, v in result.items() if k != "per_query"}))
+        return
     if args.serve:
         server = make_server(searcher, args.host, args.port, k=args.top)
         print(f"[search] {len(searcher.index)} moments; open {page_url(server)}  (Ctrl-C to stop)", flush=True)
