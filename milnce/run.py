@@ -97,6 +97,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
 
     from milnce.checkpoint_io import AtomicCheckpointIO
     from milnce.failures import FailureBudget
+    from milnce.throughput import ThroughputMonitor
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
@@ -112,7 +113,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps, fast_dev_run=t.fast_dev_run, logger=loggers,
-        callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), *checkpoints,
+        callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), ThroughputMonitor(), *checkpoints,
                    TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
