@@ -184,6 +184,8 @@ class StepLocalizationEvaluator:
                    "recall_dp_log_softmax": crosstask_recall(y_true, preds["log_softmax"])["recall"],
                    "recall_dp_similarity": crosstask_recall(y_true, preds["similarity"])["recall"],
                    "recall_argmax": crosstask_recall(y_true, preds["argmax"])["recall"],
+                   "chance/recall_argmax": chance_recall(y_true, "argmax")["recall"],
+                   "chance/recall_dp_similarity": chance_recall(y_true, "dp")["recall"],
                    "n_videos": float(len(done)), "n_tasks": float(len(main["per_task"]))}
         card = self._card(main, counts, failed, len(wanted), indices is not None)
         if rank == 0 and self.out_dir is not None:
