@@ -14,7 +14,6 @@ Batch: video B×C×F float32, text B×C×1×L token ids (K=1), video_index B×C,
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -27,8 +26,6 @@ from datamodules.epoch_sampler import EpochShardSampler, split_sample_index
 from datamodules.feature_store import (FeatureError, FeatureSource, load_video_features, merge_captions,
                                        pool_clip)
 from datamodules.narrations import NarrationIndex
-
-log = logging.getLogger(__name__)
 
 HOWTO100M_SOURCES = (("features/2d", 1.0), ("features/3d", 1.5))
 

@@ -34,7 +34,7 @@ class ContextGating(nn.Module):
 
 
 class GatedEmbeddingUnit(nn.Module):
-    """Linear → Context Gating → L2 normalisation: B×input_dim float → {"video_embedding": B×embed_dim} (unit rows)."""
+    """Linear → Context Gating → L2 norm: B×input_dim float → {"video_embedding": B×embed_dim}, unit rows."""
 
     def __init__(self, input_dim: int = 4096, embed_dim: int = 512):
         super().__init__()
@@ -44,8 +44,8 @@ class GatedEmbeddingUnit(nn.Module):
 
     def forward(self, features: torch.Tensor) -> dict:
         if features.dim() != 2 or features.shape[1] != self.input_dim:
-            raise ValueError(f"GatedEmbeddingUnit expects B×{self.input_dim} float features (model.gated.input_dim), "
-                             f"got shape {tuple(features.shape)}; raw clips B×3×T×H×W need a clip tower such as s3d")
+            raise ValueError(f"GatedEmbeddingUnit expects B×{self.input_dim} float features (model.gated.input_dim),"
+                             f" got shape {tuple(features.shape)}; raw clips B×3×T×H×W need a clip tower (s3d)")
         if not features.is_floating_point():
             raise ValueError(f"GatedEmbeddingUnit expects float features, got {features.dtype}")
         return {"video_embedding": F.normalize(self.cg(self.fc(features)), dim=-1)}
