@@ -77,7 +77,7 @@ def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
 
 
 def _vocabulary(cfg: DictConfig, datamodule) -> Optional[List[str]]:
-    if cfg.model.text_tower != "word2vec" or cfg.model.word2vec.vocab_path:
+    if cfg.model.text_tower not in ("word2vec", "word2vec_gated") or cfg.model.word2vec.vocab_path:
         return None
     if cfg.model.init_from:
         # fine-tuning: the word table's rows belong to the checkpoint's vocabulary, not the new corpus's words

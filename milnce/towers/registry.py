@@ -23,7 +23,8 @@ _VIDEO_TOWERS: Dict[str, Callable[..., nn.Module]] = {}
 _TEXT_TOWERS: Dict[str, Callable[..., nn.Module]] = {}
 _TOKENIZERS: Dict[str, Callable[..., Callable]] = {}
 # name → module that registers it on import. "gated" (pre-extracted features) is reserved for its own module.
-_TOWER_MODULES: Dict[str, Dict[str, str]] = {"video": {"gated": "milnce.towers.gated"}, "text": {}}
+_TOWER_MODULES: Dict[str, Dict[str, str]] = {"video": {"gated": "milnce.towers.gated"},
+                                              "text": {"word2vec_gated": "milnce.towers.gated"}}
 
 
 def _register(table: Dict[str, Callable], kind: str, name: str) -> Callable[[Callable], Callable]:
