@@ -194,7 +194,11 @@ class MomentIndex:
     def videos(self) -> List[str]:
         return sorted({r[0] for r in self.rows})
 
-    def search(self, query: np.ndarray, k: int = 10) -> List[List[Dict[str, Any]]]:
+    def search(self, query: np.ndarray, k: int = 10, distinct: bool = False) -> List[List[Dict[str, Any]]]:
+        """Top-k moments per query (one list, or a list of lists for a 2-D query).
+
+        distinct: skip a moment that overlaps an already returned, higher-scoring moment of the same video
+        (sliding windows overlap, so the raw top k often shows one event several times)."""
         q = np.asarray(query, dtype=np.float32)
         single = q.ndim == 1
         q = q.reshape(1, -1) if single else q
@@ -203,9 +207,20 @@ class MomentIndex:
         if self.settings.get("normalize"):
             q = l2_normalize(q)
         k = max(1, min(int(k), len(self.rows)))
-        scores, ids = self.index.search(np.ascontiguousarray(q), k)
+        fetch = min(len(self.rows), k * 20) if distinct else k
+        scores, ids = self.index.search(np.ascontiguousarray(q), fetch)
         out = []
         for srow, irow in zip(scores, ids):
-            out.append([{"video": self.rows[i][0], "start": self.rows[i][1], "end": self.rows[i][2],
-                         "score": float(s), "row": int(i)} for s, i in zip(srow, irow) if i >= 0])
+            kept: List[Dict[str, Any]] = []
+            for s, i in zip(srow, irow):
+                if i < 0:
+                    continue
+                video, start, end = self.rows[i]
+                if distinct and any(m["video"] == video and min(end, m["end"]) > max(start, m["start"])
+                                    for m in kept):
+                    continue
+                kept.append({"video": video, "start": start, "end": end, "score": float(s), "row": int(i)})
+                if len(kept) == k:
+                    break
+            out.append(kept)
         return out[0] if single else out

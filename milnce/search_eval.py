@@ -65,7 +65,8 @@ def chance_precision(rows: Sequence[Sequence[Any]], queries: Sequence[Tuple[str,
     return float(np.mean(per_query))
 
 
-def evaluate_toy_search(searcher, toy_root: PathLike, k: int = 5, min_overlap: float = 0.5) -> Dict[str, Any]:
+def evaluate_toy_search(searcher, toy_root: PathLike, k: int = 5, min_overlap: float = 0.5,
+                        distinct: bool = False) -> Dict[str, Any]:
     """Precision@k of every object×action query occurring in the indexed toy videos, with its chance level and
     the fraction of queries with at least one hit in the top k."""
     from datamodules.toy import load_manifest
@@ -73,7 +74,9 @@ def evaluate_toy_search(searcher, toy_root: PathLike, k: int = 5, min_overlap: f
     manifest = load_manifest(toy_root)
     segments = segments_by_video(manifest)
     queries = toy_queries(manifest, searcher.index.videos)
-    result = precision_at_k(searcher.search, queries, segments, k, min_overlap)
+    result = precision_at_k(lambda text, n: searcher.search(text, n, distinct=distinct), queries, segments, k,
+                            min_overlap)
+    result["distinct"] = distinct
     result["chance_precision"] = chance_precision(searcher.index.rows, queries, segments, min_overlap)
     result["queries_with_hit"] = float(np.mean([q["hits"] > 0 for q in result["per_query"]])) \
         if result["per_query"] else float("nan")

@@ -41,14 +41,14 @@ class Searcher:
         self._lock = threading.Lock()   # one forward at a time (ThreadingHTTPServer)
         self._thumbs: Dict[int, bytes] = {}
 
-    def search(self, text: str, k: int = 10) -> List[Dict[str, Any]]:
+    def search(self, text: str, k: int = 10, distinct: bool = False) -> List[Dict[str, Any]]:
         from milnce.api import encode_text
 
         if not text.strip():
             return []
         with self._lock:
             query = encode_text(self.model, [text])
-        return self.index.search(query[0], k)
+        return self.index.search(query[0], k, distinct=distinct)
 
     def video_path(self, row: int) -> Path:
         return Path(self.index.rows[row][0])
@@ -121,6 +121,7 @@ def render_page(query: str, results: Optional[List[Dict[str, Any]]], k: int, inf
 class _Handler(BaseHTTPRequestHandler):
     searcher: Searcher
     default_k: int = 12
+    distinct: bool = True
 
     def log_message(self, fmt, *args):  # quiet; the terminal shows the URL only
         pass
@@ -154,11 +155,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             k = self.default_k
         if url.path == "/":
-            results = self.searcher.search(query, k) if query.strip() else None
+            results = self.searcher.search(query, k, self.distinct) if query.strip() else None
             info = f"{len(self.searcher.index)} moments from {len(self.searcher.index.videos)} videos"
             self._send(200, render_page(query, results, k, info).encode(), "text/html; charset=utf-8")
         elif url.path == "/api/search":
-            body = json.dumps(results_json(self.searcher.search(query, k))).encode()
+            body = json.dumps(results_json(self.searcher.search(query, k, self.distinct))).encode()
             self._send(200, body, "application/json")
         elif url.path.startswith("/thumb/") and url.path.endswith(".jpg"):
             row = self._row(url.path[len("/thumb/"):-len(".jpg")])
@@ -205,8 +206,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, body, ctype, headers)
 
 
-def make_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8765, k: int = 12) -> ThreadingHTTPServer:
-    handler = type("SearchHandler", (_Handler,), {"searcher": searcher, "default_k": int(k)})
+def make_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8765, k: int = 12,
+                distinct: bool = True) -> ThreadingHTTPServer:
+    """distinct: the page shows non-overlapping moments (a person wants k different events, not one event k
+    times); the command line returns the raw top k unless --distinct."""
+    handler = type("SearchHandler", (_Handler,), {"searcher": searcher, "default_k": int(k),
+                                                  "distinct": bool(distinct)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server

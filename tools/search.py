@@ -18,6 +18,9 @@ def main(argv=None):
     ap.add_argument("--index", required=True, help="index directory written by tools/extract.py")
     ap.add_argument("--top", type=int, default=10, help="moments to return")
     ap.add_argument("--json", action="store_true", help="print a JSON list of {video, start, end, score}")
+    ap.add_argument("--distinct", action="store_true",
+                    help="skip moments overlapping a better one of the same video (the page always does)")
+    ap.add_argument("--all-overlapping", action="store_true", help="--serve: show overlapping moments too")
     ap.add_argument("--checkpoint", help="model to encode queries (default: the one the index was built with)")
     ap.add_argument("--vocab", help="word list for the released checkpoint (s3d_dict.npy)")
     ap.add_argument("--serve", action="store_true", help="start the local search page")
@@ -35,13 +38,13 @@ def main(argv=None):
     if args.eval_toy:
         from milnce.search_eval import evaluate_toy_search
 
-        result = evaluate_toy_search(searcher, args.eval_toy, k=args.top)
+        result = evaluate_toy_search(searcher, args.eval_toy, k=args.top, distinct=args.distinct)
         for q in result["per_query"]:
             print(f"{q['hits']}/{args.top}  {q['query']}", file=sys.stderr)
         print(json.dumps({k: v for k, v in result.items() if k != "per_query"}))
         return
     if args.serve:
-        server = make_server(searcher, args.host, args.port, k=args.top)
+        server = make_server(searcher, args.host, args.port, k=args.top, distinct=not args.all_overlapping)
         print(f"[search] {len(searcher.index)} moments; open {page_url(server)}  (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever()
@@ -50,7 +53,7 @@ def main(argv=None):
         finally:
             server.server_close()
         return
-    results = results_json(searcher.search(args.query, args.top))
+    results = results_json(searcher.search(args.query, args.top, distinct=args.distinct))
     if args.json:
         print(json.dumps(results))
         return
