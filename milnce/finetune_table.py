@@ -64,7 +64,7 @@ def _fresh(run_dir: Path) -> Path:
     return run_dir
 
 
-def finetune_table(pretrained: Optional[str] = None, dataset: str = "youcook2", steps: int = 140,
+def finetune_table(pretrained: Optional[str] = None, dataset: str = "youcook2", steps: int = 100,
                    work_dir: str = "runs/finetune_table", scratch_lr: float = 1e-3,
                    overrides: Sequence[str] = (), pretrain_overrides: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
     """{row: metrics} for zero_shot, scratch and finetuned (metrics keyed R1, R5, R10, MedR, … in percent)."""

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("--pretrained", help="pretraining checkpoint (ours, or the released S3D with the matching --set "
                                         "model overrides); default: run conf/demo.yaml into WORK_DIR/pretrain first")
     p.add_argument("--dataset", default="youcook2", choices=("youcook2", "msrvtt"))
-    p.add_argument("--steps", type=int, default=140, help="training steps of the scratch and fine-tuned rows")
+    p.add_argument("--steps", type=int, default=100, help="training steps of the scratch and fine-tuned rows")
     p.add_argument("--work-dir", default="runs/finetune_table", help="the row runs are overwritten here")
     p.add_argument("--scratch-lr", type=float, default=1e-3, help="learning rate of the scratch row")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
