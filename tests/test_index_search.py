@@ -47,6 +47,10 @@ def test_extract_resume_failed_list_features_and_search(collection, tmp_path, ca
     meta = json.loads((feats / "red.json").read_text())
     assert f.shape == (5, 16) and meta["rate"] == 2.0 and meta["rows"] == 5
     np.testing.assert_allclose(f, emb[[i for i, r in enumerate(rows) if r[0].endswith("red.mp4")]])
+    from datamodules.feature_store import FeatureSource, load_features   # the feature-based training path reads it
+
+    rows_read, rate = load_features(FeatureSource(str(feats)), "red")
+    assert rate == 2.0 and rows_read.shape == (5, 16)
 
     again = _extract(argv, capsys)          # resumable: finished videos are skipped, the broken one retried
     assert (again["skipped_done"], again["encoded"], again["failed"], again["rows"]) == (2, 0, 1, 8)
