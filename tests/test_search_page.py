@@ -14,7 +14,8 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--window-size=1100,900", "--mute-audio"]
+         "--disable-component-update", "--no-first-run", "--window-size=1100,900", "--mute-audio",
+         "--autoplay-policy=no-user-gesture-required"]
 
 
 @pytest.fixture
@@ -84,6 +85,14 @@ def test_type_query_see_moments_screenshot(browser, index_dir, tmp_path):
             "return Promise.all(urls.map(u => new Promise(r => {const i = new Image(); i.onload = () => r(i.width);"
             " i.onerror = () => r(0); i.src = u;})));")
         assert all(w > 0 for w in loaded), loaded
+        # the first moment plays from its start second (media fragment), served with byte ranges
+        start, end = (float(t) for t in video.get_attribute("src").split("#t=")[1].split(","))
+        browser.execute_script("const v = arguments[0]; v.muted = true; v.play().catch(e => v.dataset.err = e);",
+                               video)
+        wait.until(lambda d: d.execute_script("return arguments[0].currentTime", video) > start + 0.2
+                   or d.execute_script("return arguments[0].error || arguments[0].dataset.err", video))
+        assert not browser.execute_script("return arguments[0].error || arguments[0].dataset.err", video)
+        assert start + 0.2 < browser.execute_script("return arguments[0].currentTime", video) <= end + 0.5
         shot = tmp_path / "search.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
         out = os.environ.get("MILNCE_SCREENSHOT")
