@@ -96,3 +96,19 @@ def test_missing_checkpoint_names_the_file(tmp_path):
 
     with pytest.raises(CheckpointError, match="nope.ckpt"):
         load_model(tmp_path / "nope.ckpt")
+
+
+def test_milnce_format_checkpoint_with_stored_config(tmp_path):
+    """milnce.checkpoint.write_checkpoint files (tools/convert_checkpoint.py) carry model config, vocab, preprocess."""
+    from api_fakes import TINY_MODEL
+    from milnce.checkpoint import write_checkpoint
+
+    module = tiny_module(seed=5)
+    write_checkpoint(tmp_path / "converted.pth", dict(module.state_dict()),
+                     {"model": TINY_MODEL, "vocab": VOCAB, "preprocess": TINY_PREPROCESS})
+    model = load_model(tmp_path / "converted.pth")
+    assert model.preprocess == TINY_PREPROCESS
+    module.eval()
+    with torch.no_grad():
+        expected = module.encode_text(["blue square slides"]).numpy()
+    np.testing.assert_allclose(encode_text(model, ["blue square slides"]), expected, rtol=1e-5, atol=1e-6)
