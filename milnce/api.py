@@ -111,10 +111,9 @@ def _released_model_cfg(info: Dict[str, Any], state: Dict[str, torch.Tensor], pa
 
 
 def _read_vocab(path: PathLike) -> List[str]:
-    path = Path(path)
-    if path.suffix == ".npy":
-        return [str(w) for w in np.load(path, allow_pickle=False).tolist()]
-    return [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
+    from milnce.towers.word2vec import load_vocab
+
+    return list(load_vocab(path))
 
 
 # ----------------------------------------------------------------------------------------------- encoding

@@ -88,7 +88,8 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
         windows += len(emb.starts)
         if features_dir is not None:
             write_features(Path(features_dir), emb, stride, window, extra)
-        bar.set_postfix(windows=windows, failed=failed)
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix_str(f"{(bar.n + 1) / elapsed:.2f} videos/s, {windows} windows, {failed} failed")
     writer.close()
     seconds = time.perf_counter() - t0
     built = build_faiss(out_dir, nlist=nlist) if writer.settings.get("shards") else {"rows": 0}
