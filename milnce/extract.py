@@ -30,7 +30,7 @@ def list_videos(sources: Sequence[PathLike]) -> List[str]:
         if src.is_dir():
             out += sorted(str(p) for p in src.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
         elif src.suffix.lower() in (".txt", ".lst"):
-            for n, line in enumerate(src.read_text().splitlines(), 1):
+            for line in src.read_text().splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     p = Path(line)
