@@ -12,7 +12,7 @@ import torch
 
 from milnce.checkpoint import CheckpointError
 from milnce.config import load_config
-from reliability_runs import DEMO, make_tiny_corpus, tiny_overrides, train_tool
+from reliability_runs import DEMO, tiny_overrides, train_tool
 
 VOCAB = ["cut", "the", "onion", "stir", "pan"]
 
@@ -123,9 +123,6 @@ def test_init_from_pickled_object_is_refused(tmp_path, capsys, how):
 
 
 # -- resuming from a bad last.ckpt --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_tiny_corpus(tmp_path_factory.mktemp("toy") / "corpus")
 
 
 def _resume_error(tmp_path, corpus, writer):

@@ -49,11 +49,6 @@ def test_budget_rejects_a_fraction_outside_0_1():
 
 
 # -- through a training run -----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from reliability_runs import make_tiny_corpus
-
-    return make_tiny_corpus(tmp_path_factory.mktemp("toy") / "corpus")
 
 
 def _broken_copy(corpus, dst, broken: int):

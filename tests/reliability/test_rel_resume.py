@@ -13,14 +13,11 @@ import pytest
 import torch
 
 from milnce.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, atomic_torch_save
-from reliability_runs import ROOT, make_tiny_corpus, run_env, run_train, tiny_overrides, train_command
+from reliability_runs import ROOT, run_env, run_train, tiny_overrides, train_command
 
 MAX_STEPS, EVERY = 10, 2   # 8 videos, batches of 2: 4 steps per epoch, so the kill lands mid-epoch
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_tiny_corpus(tmp_path_factory.mktemp("toy") / "corpus")
 
 
 def _weights(run_dir):
