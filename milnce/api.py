@@ -89,7 +89,7 @@ def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu", v
     if missing_keys:
         raise CheckpointError(f"{path}: the checkpoint stores no preprocessing for {missing_keys}; pass "
                               f"preprocess={{'fps': …, 'num_frames': …, 'resize': …, 'crop': …}}")
-    module.checkpoint_path = str(path)
+    module.checkpoint_path = str(path.resolve())
     return module.to(device).eval()
 
 

@@ -68,7 +68,8 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
     window = float(window or clip_seconds(model))
     stride = float(stride or window / 2)
     settings = {"checkpoint": getattr(model, "checkpoint_path", None), "preprocess": dict(model.preprocess),
-                "window": window, "stride": stride, "normalize": bool(normalize), "nlist": int(nlist)}
+                "window": window, "stride": stride, "normalize": bool(normalize), "nlist": int(nlist),
+                "base_dir": str(Path.cwd())}   # relative video paths in the rows are relative to this
     writer = IndexWriter(out_dir, settings, shard_rows=shard_rows)
     todo = [v for v in videos if not writer.is_done(v)]
     skipped = len(videos) - len(todo)

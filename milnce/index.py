@@ -49,7 +49,7 @@ class IndexWriter:
         path = self.root / SETTINGS
         if path.is_file():
             old = json.loads(path.read_text())
-            for key in ("checkpoint", "preprocess", "window", "stride", "normalize"):
+            for key in ("checkpoint", "preprocess", "window", "stride", "normalize", "base_dir"):
                 if key in settings and key in old and old[key] != settings[key]:
                     raise ValueError(f"{path}: existing index has {key}={old[key]!r}, this run {settings[key]!r}; "
                                      f"use another --out or the same settings")

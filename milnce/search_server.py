@@ -51,7 +51,10 @@ class Searcher:
         return self.index.search(query[0], k, distinct=distinct)
 
     def video_path(self, row: int) -> Path:
-        return Path(self.index.rows[row][0])
+        """The row's video file; a relative path is taken from the folder the extraction ran in."""
+        path = Path(self.index.rows[row][0])
+        base = self.index.settings.get("base_dir")
+        return path if path.is_absolute() or not base else Path(base) / path
 
     def thumbnail(self, row: int, size: int = 160) -> bytes:
         """JPEG of the frame in the middle of the moment (cached)."""
@@ -60,8 +63,8 @@ class Searcher:
 
             from datamodules.video import read_clip
 
-            video, start, end = self.index.rows[row]
-            frame = read_clip(video, (float(start) + float(end)) / 2, 1, 1.0, size)[0].numpy()
+            _, start, end = self.index.rows[row]
+            frame = read_clip(self.video_path(row), (float(start) + float(end)) / 2, 1, 1.0, size)[0].numpy()
             buf = io.BytesIO()
             Image.fromarray(frame).save(buf, format="JPEG", quality=85)
             self._thumbs[row] = buf.getvalue()

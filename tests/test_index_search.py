@@ -199,3 +199,16 @@ def test_toy_object_action_queries_find_their_moments_in_top5(tmp_path):
     assert result["precision_at_k"] >= 3 * result["chance_precision"]
     # measured with the 300-step demo model: precision@5 11.1 % (chance 1.7 %), 39 % of queries with a hit
     assert result["queries_with_hit"] >= 0.25
+
+
+def test_list_videos_from_folders_and_lists(tmp_path):
+    from milnce.extract import list_videos
+
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for name in ("d/b.mp4", "d/e/a.webm", "d/notes.txt.bak"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "list.txt").write_text("# my videos\nd/b.mp4\n\n/abs/x.mkv\n")
+    got = list_videos([tmp_path / "d", tmp_path / "list.txt"])
+    assert got == [str(tmp_path / "d/b.mp4"), str(tmp_path / "d/e/a.webm"), "/abs/x.mkv"]
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        list_videos([tmp_path / "nothing_here"])
