@@ -87,6 +87,14 @@ class VideoTextModule(pl.LightningModule):
         mask = tokens.get("attention_mask")
         return self.embed_text(ids, None if mask is None else mask.to(self.device))
 
+    def encode_video(self, videos, **kwargs):
+        """Paths (sliding windows, preprocessing from the checkpoint) or a uint8 B×3×T×H×W tensor → embeddings.
+
+        See milnce.api.encode_video."""
+        from milnce.api import encode_video
+
+        return encode_video(self, videos, **kwargs)
+
     # ----------------------------------------------------------------- training
     @staticmethod
     def flatten_batch(batch: Dict[str, Any]):

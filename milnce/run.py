@@ -173,4 +173,7 @@ def train(cfg: DictConfig) -> Dict[str, float]:
         metrics["train/final_loss"] = float(loss)
     if trainer.is_global_zero:
         write_results(run_dir, metrics, cards)
+        from milnce.report import write_report
+
+        print(f"[milnce] report: {write_report(run_dir)}")
     return metrics
