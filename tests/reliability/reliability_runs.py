@@ -51,3 +51,14 @@ def train_tool():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_SHARED: dict = {}
+
+
+def shared_tiny_corpus(tmp_path_factory) -> Path:
+    """One tiny corpus per test session, whichever reliability module asks first (no conftest.py here: a second
+    module named conftest would shadow tests/conftest.py for `from conftest import ...`)."""
+    if "corpus" not in _SHARED:
+        _SHARED["corpus"] = make_tiny_corpus(tmp_path_factory.mktemp("reliability_toy") / "corpus")
+    return _SHARED["corpus"]

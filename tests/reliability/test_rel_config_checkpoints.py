@@ -18,6 +18,13 @@ VOCAB = ["cut", "the", "onion", "stir", "pan"]
 
 
 @pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from reliability_runs import shared_tiny_corpus
+
+    return shared_tiny_corpus(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def tool():
     return train_tool()
 

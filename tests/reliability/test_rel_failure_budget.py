@@ -9,6 +9,13 @@ import torch
 from milnce.failures import FailureBudget, TooManyFailedDecodes
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from reliability_runs import shared_tiny_corpus
+
+    return shared_tiny_corpus(tmp_path_factory)
+
+
 def _batch(failures, failed):
     return torch.tensor(failures), failed
 

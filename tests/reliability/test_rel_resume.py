@@ -18,6 +18,13 @@ from reliability_runs import ROOT, run_env, run_train, tiny_overrides, train_com
 MAX_STEPS, EVERY = 10, 2   # 8 videos, batches of 2: 4 steps per epoch, so the kill lands mid-epoch
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from reliability_runs import shared_tiny_corpus
+
+    return shared_tiny_corpus(tmp_path_factory)
+
+
 
 
 def _weights(run_dir):
