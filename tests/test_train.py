@@ -75,3 +75,10 @@ def test_evaluate_tool_on_a_trained_checkpoint(tiny_toy_corpus, tmp_path):
     assert {"youcook2/R10", "youcook2/MedR", "crosstask/recall", "chance/crosstask/recall"} <= set(metrics)
     cards = json.loads((tmp_path / "ev" / "protocol_cards.json").read_text())
     assert cards["youcook2"]["checkpoint"] == str(ckpt)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_matches_the_schema(path):
+    cfg = load_config(path)
+    assert cfg.model.video_tower in ("s3d", "vit", "gated")
+    assert cfg.data.batch_size > 0
