@@ -92,7 +92,8 @@ def test_resumed_epoch_neither_repeats_nor_skips_samples(corpus, tmp_path):
                 raise RuntimeError("simulated crash")
 
     def fit(run_dir, seen, crash_at=None):
-        cfg = load_config(DEMO, tiny_overrides(corpus, run_dir, MAX_STEPS, EVERY) + ["trainer.checkpoint_every_n_steps=3"])
+        overrides = tiny_overrides(corpus, run_dir, MAX_STEPS, EVERY) + ["trainer.checkpoint_every_n_steps=3"]
+        cfg = load_config(DEMO, overrides)
         original = run.build_trainer
         run.build_trainer = lambda cfg, d, callbacks: original(cfg, d, [*callbacks, Record(seen, crash_at)])
         try:
