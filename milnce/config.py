@@ -241,7 +241,7 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     except (ConfigKeyError, ValidationError) as err:
         key = getattr(err, "full_key", None) or ""
         valid = ", ".join(_valid_keys(base, key)) if key else ""
-        msg = str(getattr(err, "msg", err)).splitlines()[0]
+        msg = str(getattr(err, "msg", None) or err).splitlines()[0]
         raise ConfigError(f"{source}: {msg}"
                           + (f" (key '{key}'; valid keys here: {valid})" if key else "")) from None
 
@@ -270,7 +270,7 @@ def _apply_override(cfg: DictConfig, item: str) -> DictConfig:
     try:
         OmegaConf.update(cfg, key, value, merge=True)
     except (ConfigKeyError, ValidationError, TypeError, ValueError) as err:
-        msg = str(getattr(err, "msg", err)).splitlines()[0]
+        msg = str(getattr(err, "msg", None) or err).splitlines()[0]
         raise ConfigError(f"{source}: {msg} (key '{key}')") from None
     return cfg
 

@@ -106,7 +106,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
     if t.monitor:
         checkpoints.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=t.monitor,
                                            mode=t.monitor_mode, save_top_k=1, save_on_train_epoch_end=True))
-    loggers = [CSVLogger(str(run_dir), name="logs", version=""),
+    # A resumed run logs into a new CSV version instead of overwriting the interrupted run's metrics.csv.
+    resumed = (run_dir / "checkpoints" / "last.ckpt").is_file() and not t.fast_dev_run
+    csv_version = f"resumed_{sum(1 for _ in (run_dir / 'logs').glob('resumed_*'))}" if resumed else ""
+    loggers = [CSVLogger(str(run_dir), name="logs", version=csv_version),
                TensorBoardLogger(str(run_dir), name="tensorboard", version="")]
     kwargs: Dict[str, Any] = dict(
         max_steps=t.max_steps, max_epochs=t.max_epochs, max_time=t.max_time, accelerator=t.accelerator,
