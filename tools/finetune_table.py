@@ -1,7 +1,7 @@
 """Zero-shot / scratch / fine-tuned text→video R@1 side by side (the HowTo100M fine-tuning table), toy corpus default.
 
   tools/finetune_table.py                                  # demo pretraining first, then the three rows
-  tools/finetune_table.py --pretrained runs/demo/checkpoints/last.ckpt --steps 140
+  tools/finetune_table.py --pretrained runs/demo/checkpoints/last.ckpt --steps 200
   tools/finetune_table.py --dataset msrvtt --pretrained runs/demo/checkpoints/last.ckpt
 
 The last line printed is JSON: {"zero_shot": R1, "scratch": R1, "finetuned": R1}.
