@@ -9,7 +9,7 @@ DistributedSampler semantics with drop_last=True), so no sample is duplicated ac
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator
+from typing import Any, Dict, Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -70,3 +70,35 @@ class EpochShardSampler(Sampler[int]):
 def split_sample_index(index: int, num_items: int):
     """Inverse of the sampler's encoding: (epoch, item)."""
     return divmod(int(index), int(num_items))
+
+
+class ResumableEpochs:
+    """Mixin for a LightningDataModule whose training loader uses an EpochShardSampler.
+
+    Lightning saves `state_dict()` in every checkpoint and hands it back through `load_state_dict()` on resume;
+    the sampler then skips what the interrupted epoch already trained on.
+    """
+
+    sampler: "EpochShardSampler | None" = None
+    _resume_state: "Dict[str, int] | None" = None
+
+    def epoch_sampler(self, num_items: int, seed: int) -> EpochShardSampler:
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        self.sampler = EpochShardSampler(num_items, seed=seed, rank=rank, world_size=world)
+        if self._resume_state is not None:
+            self.sampler.load_state_dict(self._resume_state)
+            self._resume_state = None
+        return self.sampler
+
+    def state_dict(self) -> Dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        if self.sampler is None or trainer is None:
+            return {}
+        # processed, not completed: a step checkpoint is written in on_train_batch_end, after the batch trained
+        # but before Lightning counts it as completed (on restore Lightning counts it as completed itself)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"sampler": self.sampler.state_dict(consumed=done * self.cfg.batch_size)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._resume_state = state.get("sampler")

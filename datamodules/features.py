@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.epoch_sampler import EpochShardSampler, split_sample_index
+from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index
 from datamodules.feature_store import (FeatureError, FeatureSource, load_video_features, merge_captions,
                                        pool_clip)
 from datamodules.narrations import NarrationIndex
@@ -123,7 +123,7 @@ class FeatureClips(Dataset):
         return out
 
 
-class FeatureDataModule(pl.LightningDataModule):
+class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
     """Narrated videos as pre-extracted features (HowTo100M layout). `data_cfg` follows milnce.config.DataConfig:
     root, captions, feature_sources, clips_per_video, min_time, batch_size, num_workers, cache_in_memory, seed."""
 
@@ -139,7 +139,6 @@ class FeatureDataModule(pl.LightningDataModule):
         self.index: Optional[NarrationIndex] = None
         self.dataset: Optional[FeatureClips] = None
         self.sampler: Optional[EpochShardSampler] = None
-        self._resume_state: Optional[Dict[str, int]] = None
 
     def prepare_data(self) -> None:
         from datamodules.narrations import build_index_from_captions
@@ -183,21 +182,8 @@ class FeatureDataModule(pl.LightningDataModule):
         if self.dataset is None:
             self.dataset = FeatureClips(self.index, self.sources, self.tokenizer, c.clips_per_video, c.min_time,
                                         c.seed, cache=bool(c.cache_in_memory))
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        self.sampler = EpochShardSampler(len(self.dataset), seed=c.seed, rank=rank, world_size=world)
-        if self._resume_state is not None:
-            self.sampler.load_state_dict(self._resume_state)
-            self._resume_state = None
+        self.epoch_sampler(len(self.dataset), c.seed)
         workers = 0 if c.cache_in_memory else c.num_workers
         # drop_last: max-margin's same-video weighting assumes full batches, as the original's fixed mask
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
                           drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
-
-    def state_dict(self) -> Dict[str, Any]:
-        if self.sampler is None or self.trainer is None:
-            return {}
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"sampler": self.sampler.state_dict(consumed=done * self.cfg.batch_size)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self._resume_state = state.get("sampler")

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clip_source import FileClips, MemoryClips
-from datamodules.epoch_sampler import EpochShardSampler, split_sample_index
+from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index
 from datamodules.retrieval_items import VideoResolver, read_csv_rows
 from datamodules.transforms import random_crop_flip
 from datamodules.video import DecodeError, probe
@@ -181,7 +181,7 @@ class CaptionedClips(Dataset):
         return out
 
 
-class FinetuneDataModule(pl.LightningDataModule):
+class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
     """YouCook2 / MSR-VTT fine-tuning (data.dataset). `data_cfg` follows milnce.config.DataConfig."""
 
     def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True):
@@ -207,7 +207,6 @@ class FinetuneDataModule(pl.LightningDataModule):
         self.missing: List[str] = []
         self.dataset: Optional[CaptionedClips] = None
         self.sampler: Optional[EpochShardSampler] = None
-        self._resume_state: Optional[Dict[str, int]] = None
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.spans is not None:
@@ -249,24 +248,10 @@ class FinetuneDataModule(pl.LightningDataModule):
         if self.dataset is None:
             self.dataset = CaptionedClips(self.spans, self._clips(), self.tokenizer, c.num_frames, c.fps, c.crop,
                                           c.random_flip, c.seed, fractional_seek=c.fractional_seek)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        self.sampler = EpochShardSampler(len(self.dataset), seed=c.seed, rank=rank, world_size=world)
-        if self._resume_state is not None:
-            self.sampler.load_state_dict(self._resume_state)
-            self._resume_state = None
+        self.epoch_sampler(len(self.dataset), c.seed)
         workers = 0 if c.cache_in_memory else c.num_workers
         from datamodules.video import worker_init
 
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
                           drop_last=True, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0, worker_init_fn=worker_init if workers else None)
-
-    # -- resumable epochs, as HowTo100MDataModule ---------------------------------------------
-    def state_dict(self) -> Dict[str, Any]:
-        if self.sampler is None or self.trainer is None:
-            return {}
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"sampler": self.sampler.state_dict(consumed=done * self.cfg.batch_size)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self._resume_state = state.get("sampler")

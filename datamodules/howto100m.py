@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clip_source import FileClips, MemoryClips
-from datamodules.epoch_sampler import EpochShardSampler, split_sample_index
+from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index
 from datamodules.narrations import NarrationIndex, NoClipFits, TrainingClipSampler
 from datamodules.caption_readers import read_video_list
 from datamodules.transforms import random_crop_flip
@@ -80,7 +80,7 @@ class NarratedClips(Dataset):
         return out
 
 
-class HowTo100MDataModule(pl.LightningDataModule):
+class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
     """Narrated-video pretraining (HowTo100M layout). `data_cfg` follows milnce.config.DataConfig."""
 
     def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True,
@@ -98,7 +98,6 @@ class HowTo100MDataModule(pl.LightningDataModule):
         self.index: Optional[NarrationIndex] = None
         self.dataset: Optional[NarratedClips] = None
         self.sampler: Optional[EpochShardSampler] = None
-        self._resume_state: Optional[Dict[str, int]] = None
 
     # -- corpus -----------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -151,26 +150,10 @@ class HowTo100MDataModule(pl.LightningDataModule):
                                           clips_per_video=c.clips_per_video)
             self.dataset = NarratedClips(self.index, self._clips(), self.tokenizer, sampler, c.num_frames, c.fps,
                                          c.crop, c.random_flip, c.seed)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        self.sampler = EpochShardSampler(len(self.dataset), seed=c.seed, rank=rank, world_size=world)
-        if self._resume_state is not None:
-            self.sampler.load_state_dict(self._resume_state)
-            self._resume_state = None
+        self.epoch_sampler(len(self.dataset), c.seed)
         workers = 0 if c.cache_in_memory else c.num_workers
         from datamodules.video import worker_init
 
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
                           drop_last=True, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0, worker_init_fn=worker_init if workers else None)
-
-    # -- resumable epochs: Lightning stores this in every checkpoint ---------------------------
-    def state_dict(self) -> Dict[str, Any]:
-        if self.sampler is None or self.trainer is None:
-            return {}
-        # processed, not completed: a step checkpoint is written in on_train_batch_end, after the batch trained
-        # but before Lightning counts it as completed (on restore Lightning counts it as completed itself)
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"sampler": self.sampler.state_dict(consumed=done * self.cfg.batch_size)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self._resume_state = state.get("sampler")

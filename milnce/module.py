@@ -60,6 +60,11 @@ class VideoTextModule(pl.LightningModule):
         if model.freeze_text_tower:
             self.text_tower.requires_grad_(False)
 
+    def on_fit_start(self) -> None:
+        # Lightning keeps the mode the module is in when fitting starts (it never calls .train()); this applies
+        # model.freeze_video_bn / freeze_text_tower, which `train` enforces.
+        self.train()
+
     def train(self, mode: bool = True):
         super().train(mode)
         if mode and self.model_cfg.freeze_video_bn:

@@ -70,9 +70,6 @@ def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
         state, _ = read_state_dict(cfg.model.init_from)
         load_towers(module.video_tower, module.text_tower, state, strict=True)
         print(f"[milnce] towers initialised from {cfg.model.init_from}")
-    # Lightning keeps the mode a module is in when fitting starts (never calls .train()); this applies
-    # model.freeze_video_bn / freeze_text_tower, which VideoTextModule.train enforces
-    module.train()
     return module
 
 
