@@ -22,7 +22,6 @@ all randomness comes from (seed, epoch, item), so epochs are reproducible and re
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clip_source import FileClips, MemoryClips
 from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index
-from datamodules.retrieval_items import VideoResolver, read_csv_rows
+from datamodules.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
 from datamodules.transforms import random_crop_flip
 from datamodules.video import DecodeError, probe
 
@@ -76,15 +75,7 @@ def read_youcook2_training(json_path, video_root, split: str = "training"):
 def read_msrvtt_training(json_path, train_list, video_root):
     """(spans, paths, missing video ids) of the MSR-VTT training videos listed in `train_list`, all their captions."""
     json_path, train_list, video_root = Path(json_path), Path(train_list), Path(video_root)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {json_path}")
-    with open(json_path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{json_path}: not valid JSON: {err}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
-        raise ValueError(f"{json_path}: expected a top-level object with a 'sentences' list")
+    data = read_json_annotations(json_path, "sentences", list)
     captions: Dict[str, List[str]] = {}
     for i, s in enumerate(data["sentences"]):
         if not isinstance(s, dict) or "video_id" not in s or "caption" not in s:

@@ -113,3 +113,20 @@ def parse_seconds(value: str, path: Path, line: int, column: str) -> float:
     if not x >= 0:
         raise ValueError(f"{path}:{line}: column '{column}' must be ≥ 0 seconds, got {value!r}")
     return x
+
+
+def read_json_annotations(path: Path, key: str, kind: type = dict):
+    """An annotation JSON (YouCook2 `database`, MSR-VTT `sentences`): the top-level object and its `key` entry."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get(key), kind):
+        raise ValueError(f"{path}: expected a top-level object with a '{key}' {'list' if kind is list else 'mapping'}")
+    return data

@@ -10,12 +10,11 @@ Videos that are not on disk stay in the set with path=None (listed by RetrievalS
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 from datamodules.retrieval_items import (RetrievalItem, RetrievalSet, VideoResolver, parse_seconds,
-                                         read_csv_rows)
+                                         read_csv_rows, read_json_annotations)
 
 CSV_COLUMNS = ("end", "start", "task", "text", "video_id")
 
@@ -41,15 +40,7 @@ def read_youcook2_csv(csv_path, video_root, split_dir: str = "validation") -> Re
 
 def read_youcook2_json(json_path, video_root, split: str = "validation") -> RetrievalSet:
     json_path, video_root = Path(json_path), Path(video_root)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {json_path}")
-    with open(json_path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{json_path}: not valid JSON: {err}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-        raise ValueError(f"{json_path}: expected a top-level object with a 'database' mapping")
+    data = read_json_annotations(json_path, "database", dict)
     resolve = VideoResolver()
     items = []
     for vid, entry in data["database"].items():
