@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from datamodules.transforms import random_crop_flip  # noqa: E402
-from datamodules.video import probe, read_clip, set_decoder_threads  # noqa: E402
+from datamodules.video import probe, read_clip, set_decoder_threads, worker_init  # noqa: E402
 from datamodules.video_pack import pack_video  # noqa: E402
 
 
@@ -128,6 +128,32 @@ def measure(label, windows, loaders):
                    "cpu_ms_per_clip": 1e3 * cpu[name] / len(windows)} for name in loaders}
 
 
+class WindowClips(torch.utils.data.Dataset):
+    """The benchmark's windows as a training Dataset: read_clip + random crop/flip, one clip per item."""
+
+    def __init__(self, windows, num_frames, fps, crop):
+        self.windows, self.num_frames, self.fps, self.crop = windows, num_frames, fps, crop
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, i):
+        w = self.windows[i]
+        gen = torch.Generator().manual_seed(i)
+        return our_clip(w["path"], w["seek"], self.num_frames, self.fps, self.crop, "auto", gen)
+
+
+def loader_rate(windows, args, workers: int) -> float:
+    """DataLoader batches per wall-second with `workers` worker processes (one decoder thread each)."""
+    loader = torch.utils.data.DataLoader(WindowClips(windows, args.num_frames, args.fps, args.crop),
+                                         batch_size=args.loader_batch, num_workers=workers,
+                                         worker_init_fn=worker_init if workers else None)
+    start, batches = time.perf_counter(), 0
+    for _ in loader:
+        batches += 1
+    return batches / (time.perf_counter() - start)
+
+
 def frame_offsets(windows, args, check):
     """Which source frame each of the ffmpeg loader's frames is, relative to the one on screen at start + i/fps;
     and how far (mean absolute difference, 0-255) ffmpeg's frames are from read_clip(sampling="ffmpeg")."""
@@ -188,6 +214,8 @@ def main():
     ap.add_argument("--no-pack", action="store_true", help="skip the packed (1 s keyframe interval) copies")
     ap.add_argument("--check", type=int, default=4, help="windows on which to measure ffmpeg's frame offset")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loader-workers", default="0,2", help="DataLoader worker counts for the batches/s number")
+    ap.add_argument("--loader-batch", type=int, default=8)
     args = ap.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
     set_decoder_threads(1)
@@ -223,6 +251,11 @@ def main():
     offsets, residual, sampling_diff = frame_offsets(windows["original"], args, args.check) if have_ffmpeg \
         else ([], None, None)
 
+    loader = {}
+    for name in results:
+        for workers in [int(n) for n in args.loader_workers.split(",") if n]:
+            loader[f"{name}_workers{workers}"] = loader_rate(windows[name], args, workers)
+
     print(f"\n{args.num_frames} frames at {args.fps:g} fps, crop {args.crop}; clips per CPU-second (wall in brackets)")
     for name, res in results.items():
         for key in ["ffmpeg"] + [f"ours_{b}" for b in args.backends] + ["limit"]:
@@ -237,8 +270,11 @@ def main():
               f" (offsets seen: {sorted(set(offsets))}; best-match difference {residual:.2f}/255); "
               f"read_clip(sampling='ffmpeg') differs from it by {sampling_diff:.2f}/255")
 
+    for key, rate in loader.items():
+        print(f"  DataLoader {key:20s} {rate:6.2f} batches/s of {args.loader_batch} clips (wall)")
+
     orig = results["original"]
-    summary = {"speedup_vs_ffmpeg": orig["speedup_vs_ffmpeg"],
+    summary = {"loader_batches_per_s": loader, "loader_batch": args.loader_batch,"speedup_vs_ffmpeg": orig["speedup_vs_ffmpeg"],
                "fraction_of_decode_limit": orig["fraction_of_decode_limit"],
                "ours_clips_per_core_s": orig[f"ours_{args.backends[0]}"]["clips_per_cpu_s"],
                "ffmpeg_clips_per_core_s": orig["ffmpeg"]["clips_per_cpu_s"] if have_ffmpeg else None,
