@@ -2,6 +2,8 @@
 id look-up by binary search over a sorted order, and a pread-based reader that maps nothing."""
 from __future__ import annotations
 
+import abc
+
 import io
 import os
 from pathlib import Path
@@ -97,9 +99,10 @@ class StringColumn(Sequence):
         return self.raw(i % n).decode("utf-8")
 
 
-class _IdLookup:
+class _IdLookup(abc.ABC):
+    @abc.abstractmethod
     def find(self, video_id: str) -> int:
-        raise NotImplementedError
+        """Position of `video_id`, or -1."""
 
     def index(self, video_id: str, *args) -> int:  # noqa: D102 (Sequence.index, without a scan)
         found = self.find(video_id)

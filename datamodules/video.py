@@ -32,6 +32,8 @@ Readers hold no cache: `read_clip` opens and closes the file per call, so no dec
 """
 from __future__ import annotations
 
+import abc
+
 import math
 import numbers
 import os
@@ -143,7 +145,7 @@ class Targets:
         return self.base + np.arange(n) / self.fps
 
 
-class VideoReader:
+class VideoReader(abc.ABC):
     """One open video file. Subclasses implement `_frames(targets, size, deadline) -> uint8 N×H×W×3 ndarray`."""
 
     name = "?"
@@ -153,11 +155,13 @@ class VideoReader:
         self.threads = int(threads or _settings["threads"])
 
     @property
+    @abc.abstractmethod
     def info(self) -> VideoInfo:
-        raise NotImplementedError
+        """Duration, rate, size and rotation of the open file."""
 
+    @abc.abstractmethod
     def _frames(self, targets: Targets, size: Optional[int], deadline: Optional[float]) -> np.ndarray:
-        raise NotImplementedError
+        """The frames on screen at `targets`, RGB uint8 N×H×W×3, short side resized to `size`."""
 
     def clip(self, start: float, num_frames: int, fps: float, size: Optional[int] = None,
              sampling: str = "exact", deadline: Optional[float] = None) -> torch.Tensor:
