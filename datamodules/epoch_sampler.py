@@ -9,7 +9,7 @@ DistributedSampler semantics with drop_last=True), so no sample is duplicated ac
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -102,3 +102,20 @@ class ResumableEpochs:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self._resume_state = state.get("sampler")
+
+
+def with_replacement(item: int, num_items: int, rng: np.random.Generator, attempt, recoverable, max_tries: int,
+                     describe, what: str = "samples failed to decode"):
+    """`attempt(item)`; while it raises one of `recoverable`, count the failure and try another random item.
+
+    A sample that cannot be produced is replaced, never emitted as zeros. Returns (item used, result, failure
+    messages); past `max_tries` consecutive failures it raises, naming the last ones.
+    """
+    failed: List[str] = []
+    for _ in range(max_tries):
+        try:
+            return item, attempt(item, failed), failed
+        except recoverable as err:
+            failed.append(describe(item, err))
+            item = int(rng.integers(num_items))
+    raise RuntimeError(f"{max_tries} consecutive {what}; last: {failed[-3:]}")

@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index
+from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
 from datamodules.feature_store import (FeatureError, FeatureSource, load_video_features, merge_captions,
                                        pool_clip)
 from datamodules.narrations import NarrationIndex
@@ -97,17 +97,9 @@ class FeatureClips(Dataset):
     def __getitem__(self, sample: int) -> Dict[str, Any]:
         epoch, item = split_sample_index(sample, len(self))
         rng = np.random.default_rng([self.seed, epoch, item])
-        failed: List[str] = []
-        video = item
-        for _ in range(self.max_tries):
-            try:
-                clips, texts = self._sample(video, rng, failed)
-                break
-            except FeatureError as err:
-                failed.append(str(err))
-                video = int(rng.integers(len(self)))
-        else:
-            raise RuntimeError(f"{self.max_tries} consecutive videos had unusable features; last: {failed[-3:]}")
+        video, (clips, texts), failed = with_replacement(
+            item, len(self), rng, lambda v, failed: self._sample(v, rng, failed), FeatureError, self.max_tries,
+            lambda v, err: str(err), what="videos had unusable features")
         tokens = self.tokenizer(texts)
         ids = tokens["input_ids"]
         out = {

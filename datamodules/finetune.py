@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clip_source import FileClips, MemoryClips
-from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index
+from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
 from datamodules.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
 from datamodules.transforms import random_crop_flip
 from datamodules.video import DecodeError, probe
@@ -146,17 +146,12 @@ class CaptionedClips(Dataset):
     def __getitem__(self, sample: int) -> Dict[str, Any]:
         epoch, item = split_sample_index(sample, len(self))
         rng = np.random.default_rng([self.seed, epoch, item])
-        failed: List[str] = []
-        for _ in range(self.max_tries):
-            span = self.spans[item]
-            try:
-                frames = self.clips.clip(span.video, self.clip_start(span, rng), self.num_frames, self.fps)
-                break
-            except DecodeError as err:
-                failed.append(f"{self.clips.paths[span.video]}: {err}")
-                item = int(rng.integers(len(self)))
-        else:
-            raise RuntimeError(f"{self.max_tries} consecutive samples failed to decode; last: {failed[-3:]}")
+        item, frames, failed = with_replacement(
+            item, len(self), rng,
+            lambda i, _: self.clips.clip(self.spans[i].video, self.clip_start(self.spans[i], rng), self.num_frames,
+                                         self.fps),
+            DecodeError, self.max_tries, lambda i, err: f"{self.clips.paths[self.spans[i].video]}: {err}")
+        span = self.spans[item]
         caption = span.captions[int(rng.integers(len(span.captions)))]
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         tokens = self.tokenizer([caption])

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clip_source import FileClips, MemoryClips
-from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index
+from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
 from datamodules.narrations import NarrationIndex, NoClipFits, TrainingClipSampler
 from datamodules.caption_readers import read_video_list
 from datamodules.transforms import random_crop_flip
@@ -54,17 +54,9 @@ class NarratedClips(Dataset):
     def __getitem__(self, sample: int) -> Dict[str, Any]:
         epoch, item = split_sample_index(sample, len(self))
         rng = np.random.default_rng([self.seed, epoch, item])
-        failed: List[str] = []
-        video = item
-        for _ in range(self.max_tries):
-            try:
-                samples, frames = self._decode(video, rng)
-                break
-            except (DecodeError, NoClipFits) as err:
-                failed.append(f"{self.clips.paths[video]}: {err}")
-                video = int(rng.integers(len(self)))
-        else:
-            raise RuntimeError(f"{self.max_tries} consecutive samples failed to decode; last: {failed[-3:]}")
+        video, (samples, frames), failed = with_replacement(
+            item, len(self), rng, lambda v, _: self._decode(v, rng), (DecodeError, NoClipFits), self.max_tries,
+            lambda v, err: f"{self.clips.paths[v]}: {err}")
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         tokens = [self.tokenizer(s.texts) for s in samples]
         out = {
