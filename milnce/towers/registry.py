@@ -131,6 +131,13 @@ def _s3d(cfg: DictConfig) -> nn.Module:
     return S3D(num_classes=cfg.embed_dim, **OmegaConf.to_container(cfg.s3d, resolve=True))
 
 
+@register_video_tower("r2plus1d")
+def _r2plus1d(cfg: DictConfig) -> nn.Module:
+    from milnce.towers.r2plus1d import R2Plus1DSmall
+
+    return R2Plus1DSmall(embed_dim=cfg.embed_dim, **OmegaConf.to_container(cfg.r2plus1d, resolve=True))
+
+
 @register_video_tower("vit")
 def _vit(cfg: DictConfig) -> nn.Module:
     from milnce.towers.vit import ViTVideoTower
