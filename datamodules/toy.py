@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from datamodules.toy_render import Mp4Writer, SpriteBank, make_scene, render_frames
-from datamodules.toy_script import Task, Timeline, clip_timeline, make_tasks, narrate, task_timeline
+from datamodules.toy_script import Task, Timeline, clip_timeline, make_tasks, narrate, palette, task_timeline
 
 MANIFEST = "toy/manifest.json"
 MSRVTT_TEST_FIRST_ID = 7020
@@ -50,6 +50,8 @@ class ToyCorpusConfig:
     num_crosstask_videos: int = 24       # CrossTask-style annotated videos
     num_crosstask_val_videos: int = 2    # of those, listed in videos_val.csv
     # content
+    num_colours: int = 4                 # palette: the first N colours and shapes of toy_script's lists
+    num_shapes: int = 4
     num_tasks: int = 8
     steps_per_task: Tuple[int, int] = (4, 7)
     min_steps: int = 3                   # a video keeps at least this many of its task's steps
@@ -65,6 +67,9 @@ class ToyCorpusConfig:
     seconds_per_cut: float = 45.0        # mean seconds between background changes (0 = none)
     msrvtt_two_step_prob: float = 0.4
     msrvtt_captions_per_video: int = 20
+    unique_test_captions: bool = False   # validation_youcook.csv keeps one clip per sentence (the first in video
+                                         # order), as MSR-VTT 1k-A has one caption per clip: a perfect model can
+                                         # then reach R@1 100 (with repeated sentences it cannot)
     # narration
     narration_offset: float = 3.0        # line centre = step anchor + U(-offset, offset) seconds
     line_duration: Tuple[float, float] = (2.0, 4.0)
@@ -93,6 +98,7 @@ class ToyCorpusConfig:
             raise ValueError(f"ToyCorpusConfig.filler_fraction: need 0 <= f < 1, got {self.filler_fraction}")
         if self.width % 2 or self.height % 2 or min(self.width, self.height) < 16:
             raise ValueError(f"ToyCorpusConfig: width/height must be even and >= 16, got {self.width}x{self.height}")
+        palette(self)  # checks num_colours / num_shapes
         if self.steps_per_task[0] < 1 or self.num_tasks < 1:
             raise ValueError("ToyCorpusConfig: need num_tasks >= 1 and steps_per_task low >= 1")
         if self.num_crosstask_val_videos > self.num_crosstask_videos:
@@ -138,7 +144,7 @@ def _youtube_like_id(rng: np.random.Generator) -> str:
 
 def plan_corpus(cfg: ToyCorpusConfig) -> Tuple[List[Task], List[VideoPlan]]:
     """Tasks and every video's timeline and narration, without rendering (fast; tests and tools use it)."""
-    tasks = make_tasks(np.random.default_rng([cfg.seed, 0]), cfg.num_tasks, cfg.steps_per_task)
+    tasks = make_tasks(np.random.default_rng([cfg.seed, 0]), cfg.num_tasks, cfg.steps_per_task, palette(cfg))
     plans: List[VideoPlan] = []
     # MSR-VTT numbering: training clips video0.., test clips from video7020 (where the real 1k-A test ids start)
     msrvtt_number = {"msrvtt_train": 0, "msrvtt_test": MSRVTT_TEST_FIRST_ID}
@@ -251,7 +257,7 @@ def make_toy_corpus(root: Union[str, Path], cfg: Optional[ToyCorpusConfig] = Non
 
 def build_manifest(root: Path, cfg: ToyCorpusConfig, tasks: List[Task], plans: List[VideoPlan],
                    num_frames: Dict[str, int], seconds: float) -> Dict[str, Any]:
-    from datamodules.toy_script import ACTIONS, COLOURS, SHAPES, all_objects, step_phrase, step_sentence
+    from datamodules.toy_script import ACTIONS, COLOURS, SHAPES, step_phrase, step_sentence
 
     videos = {}
     for p in plans:
@@ -272,10 +278,10 @@ def build_manifest(root: Path, cfg: ToyCorpusConfig, tasks: List[Task], plans: L
                    "seconds_of_video": round(sum(p.timeline.duration for p in plans), 1)},
         "render_seconds": round(seconds, 1),
         "vocabulary": {
-            "colours": {c: list(v[0]) for c, v in COLOURS.items()},
-            "shapes": {s: list(v) for s, v in SHAPES.items()},
+            "colours": {c: list(v[0]) for c, v in list(COLOURS.items())[:cfg.num_colours]},
+            "shapes": {s: list(v) for s, v in list(SHAPES.items())[:cfg.num_shapes]},
             "actions": {a: [list(f) for f in v] for a, v in ACTIONS.items()},
-            "objects": all_objects(),
+            "objects": palette(cfg),
             "tasks": [{"task_id": t.task_id, "name": t.name,
                        "steps": [{"object": o, "action": a, "phrase": step_phrase(o, a),
                                   "sentence": step_sentence(o, a)} for o, a in t.steps]} for t in tasks],

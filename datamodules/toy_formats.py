@@ -70,7 +70,7 @@ def write_howto100m(root: Path, tasks: List[Task], plans) -> None:
 
 def write_youcook2(root: Path, cfg, val_plans, train_plans) -> None:
     base = root / "youcook2"
-    rows, database = [], {}
+    rows, database, listed = [], {}, set()
     for subset, plans in (("validation", val_plans), ("training", train_plans)):
         for p in plans:
             rng = p.rng(cfg.seed, 2)
@@ -79,7 +79,9 @@ def write_youcook2(root: Path, cfg, val_plans, train_plans) -> None:
                 start, end = integer_segment(seg, p.timeline.duration)
                 if subset == "validation":
                     sentence = canonical_caption([seg])
-                    rows.append([end, start, p.task.task_id, sentence, p.video_id])
+                    if not (cfg.unique_test_captions and sentence in listed):
+                        rows.append([end, start, p.task.task_id, sentence, p.video_id])
+                        listed.add(sentence)
                 else:
                     sentence = clean_caption([seg], rng)
                 annotations.append({"id": i, "segment": [start, end], "sentence": sentence})

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import av
 import numpy as np
 
-from datamodules.toy_script import COLOURS, Timeline, all_objects, split_object
+from datamodules.toy_script import COLOURS, Timeline, palette, split_object
 
 ANGLE_STEPS = 72                                         # 5 degrees
 SCALES = tuple(round(0.6 + 0.05 * i, 2) for i in range(25))  # 0.6 .. 1.8
@@ -74,10 +74,22 @@ class SpriteBank:
                 inside &= u * math.cos(phi) + v * math.sin(phi) <= 0.575 * r
         elif shape == "cross":
             inside = ((np.abs(u) <= 0.32 * r) & (np.abs(v) <= r)) | ((np.abs(v) <= 0.32 * r) & (np.abs(u) <= r))
+        elif shape == "star":                              # five points, outer radius 1.15 r, inner 0.5 r
+            big, small, half = 1.15 * r, 0.5 * r, math.pi / 5
+            rho, phi = np.hypot(u, v), np.arctan2(u, -v)   # phi = 0 points up
+            a = np.abs(((phi + half) % (2 * half)) - half)  # angle from the nearest point, 0..pi/5
+            # distance to the straight edge from that point to the next inner corner, along this direction
+            edge = big * small * math.sin(half) / (small * np.sin(half - a) + big * np.sin(a))
+            inside = rho <= edge
+        elif shape == "ring":
+            rho2 = u * u + v * v
+            inside = (rho2 <= r * r) & (rho2 >= (0.55 * r) ** 2)
         else:
             raise ValueError(f"unknown shape '{shape}'")
         # a dark radial bar (a clock hand) pointing up, so that spinning shows even on a circle
         marker = inside & (np.abs(u) <= 0.15 * r) & (v >= -0.85 * r) & (v <= -0.1 * r)
+        if shape == "ring":  # the bar would mostly fall in the hole: a wider notch across the band instead
+            marker = inside & (np.abs(u) <= 0.3 * r) & (v <= -0.5 * r)
 
         def down(mask):
             return mask.reshape(size, self.ss, size, self.ss).mean(axis=(1, 3), dtype=np.float32)
@@ -183,7 +195,7 @@ def make_scene(timeline: Timeline, rng: np.random.Generator, width: int, height:
         if rng.random() < cfg.distractor_prob:
             others = [o for o in (cast or []) if o != seg.object]
             if not others or rng.random() < 0.3:
-                others = [o for o in all_objects() if o != seg.object]
+                others = [o for o in palette(cfg) if o != seg.object]
             dx, dy = corners[int(rng.integers(4))]
             scene.placements.append(Placement(others[int(rng.integers(len(others)))], dx, dy, seg.start, seg.end,
                                               scale=0.7, angle_step=int(rng.integers(ANGLE_STEPS))))

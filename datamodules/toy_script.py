@@ -20,13 +20,21 @@ COLOURS: Dict[str, Tuple[Tuple[str, ...], Tuple[int, int, int]]] = {
     "green": (("green", "emerald", "lime"), (35, 190, 60)),
     "blue": (("blue", "navy", "azure"), (40, 90, 240)),
     "yellow": (("yellow", "golden", "lemon"), (245, 215, 30)),
+    "orange": (("orange", "amber", "tangerine"), (250, 130, 20)),
+    "purple": (("purple", "violet", "plum"), (150, 55, 215)),
 }
 SHAPES: Dict[str, Tuple[str, ...]] = {
     "circle": ("circle", "disc", "ball"),
     "square": ("square", "box", "block"),
     "triangle": ("triangle", "wedge", "pyramid"),
     "cross": ("cross", "plus"),
+    "star": ("star", "spark"),
+    "ring": ("ring", "hoop", "donut"),
 }
+# A corpus uses the first num_colours colours and num_shapes shapes (ToyCorpusConfig); the first four of each
+# are the original palette, so the default corpus is unchanged by the extra entries.
+DEFAULT_COLOURS = 4
+DEFAULT_SHAPES = 4
 # action -> verb synonyms as (base, third person, -ing); the first is canonical
 ACTIONS: Dict[str, Tuple[Tuple[str, str, str], ...]] = {
     "slide": (("slide", "slides", "sliding"), ("glide", "glides", "gliding"), ("shift", "shifts", "shifting")),
@@ -75,8 +83,17 @@ def object_name(colour: str, shape: str) -> str:
     return f"{colour} {shape}"
 
 
-def all_objects() -> List[str]:
-    return [object_name(c, s) for s in SHAPES for c in COLOURS]
+def all_objects(num_colours: int = DEFAULT_COLOURS, num_shapes: int = DEFAULT_SHAPES) -> List[str]:
+    """Every object of a palette of the first num_colours colours and num_shapes shapes."""
+    if not 1 <= num_colours <= len(COLOURS) or not 1 <= num_shapes <= len(SHAPES):
+        raise ValueError(f"a toy palette has 1..{len(COLOURS)} colours and 1..{len(SHAPES)} shapes, got "
+                         f"{num_colours} and {num_shapes}")
+    return [object_name(c, s) for s in list(SHAPES)[:num_shapes] for c in list(COLOURS)[:num_colours]]
+
+
+def palette(cfg) -> List[str]:
+    """The objects of a ToyCorpusConfig's palette."""
+    return all_objects(cfg.num_colours, cfg.num_shapes)
 
 
 def split_object(obj: str) -> Tuple[str, str]:
@@ -116,8 +133,9 @@ class Task:
     steps: List[Tuple[str, str]]  # (object, action)
 
 
-def make_tasks(rng: np.random.Generator, num_tasks: int, steps_range: Tuple[int, int]) -> List[Task]:
-    objects = all_objects()
+def make_tasks(rng: np.random.Generator, num_tasks: int, steps_range: Tuple[int, int],
+               objects: Optional[Sequence[str]] = None) -> List[Task]:
+    objects = list(objects or all_objects())
     ids = rng.choice(np.arange(10000, 99999), size=num_tasks, replace=False)
     tasks, seen = [], set()
     for i in range(num_tasks):
@@ -217,7 +235,7 @@ def task_timeline(task: Task, rng: np.random.Generator, cfg) -> Timeline:
 
 def clip_timeline(rng: np.random.Generator, cfg) -> Timeline:
     """A short MSR-VTT-style clip: one or two random (object, action) steps."""
-    objects = all_objects()
+    objects = palette(cfg)
     n = 2 if rng.random() < cfg.msrvtt_two_step_prob else 1
     t, segments = _uniform(rng, (0.5, 2.0)), []
     for j in range(n):

@@ -252,7 +252,8 @@ def bank():
     return SpriteBank(TINY.object_radius * TINY.height)
 
 
-@pytest.mark.parametrize("obj", ["red square", "yellow circle", "blue triangle", "green cross"])
+@pytest.mark.parametrize("obj", ["red square", "yellow circle", "blue triangle", "green cross", "orange star",
+                                 "purple ring"])
 def test_actions_are_visually_distinct(obj, bank):
     cfg = replace(TINY, distractor_prob=0.0, idle_prob=0.0, seconds_per_cut=0.0)
     stats = {}
@@ -306,6 +307,40 @@ def test_toy_corpus_exists_detects_incomplete_corpora(tmp_path):
     assert (other / "thesis.tex").read_text() == "precious"
     with pytest.raises(FileNotFoundError, match="manifest"):
         load_manifest(other)
+
+
+def test_extended_palette_and_unique_test_captions(tmp_path):
+    """A larger palette (6 colours x 6 shapes) reaches tasks, narrations, captions and the manifest; with
+    unique_test_captions every YouCook2-style validation sentence names exactly one clip."""
+    from datamodules.toy_script import all_objects
+
+    cfg = replace(TINY, num_colours=6, num_shapes=6, num_tasks=12, num_youcook_videos=6, num_train_videos=2,
+                  num_crosstask_videos=1, num_msrvtt_clips=1, num_msrvtt_train_clips=0, num_youcook_train_videos=0,
+                  unique_test_captions=True)
+    tasks, plans = plan_corpus(cfg)
+    used = {obj for t in tasks for obj, _ in t.steps}
+    assert used <= set(all_objects(6, 6)) and used - set(all_objects(4, 4))   # new objects are used
+    root = tmp_path / "c"
+    manifest = make_toy_corpus(root, cfg, progress=False, workers=1)
+    assert len(manifest["vocabulary"]["objects"]) == 36 and "ring" in manifest["vocabulary"]["shapes"]
+    val = pd.read_csv(root / "youcook2" / "validation_youcook.csv")
+    assert val.text.is_unique and len(val) > 0
+    all_steps = [canonical_caption([s]) for p in plans if p.split == "youcook2_val" for s in p.timeline.segments]
+    assert sorted(val.text) == sorted(set(all_steps))          # one clip per distinct sentence, none dropped
+    first = {}
+    for p in plans:
+        for s in (p.timeline.segments if p.split == "youcook2_val" else []):
+            first.setdefault(canonical_caption([s]), p.video_id)
+    assert all(first[t] == v for t, v in zip(val.text, val.video_id))   # the first clip in video order is kept
+
+
+def test_default_palette_is_the_original_four_by_four():
+    from datamodules.toy_script import all_objects
+
+    assert all_objects() == all_objects(4, 4) and len(all_objects()) == 16
+    assert {split_object(o)[1] for o in all_objects()} == {"circle", "square", "triangle", "cross"}
+    with pytest.raises(ValueError, match="colours"):
+        ToyCorpusConfig(num_colours=7)
 
 
 def test_config_errors_name_the_field():
