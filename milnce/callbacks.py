@@ -1,21 +1,26 @@
 """Lightning callbacks that run the evaluators during and at the end of training.
 
-Both run every `every_n_steps` optimizer steps and/or every `every_n_epochs` epochs (0 = never) on an optional fixed
+Both run every `every_n_steps` optimizer steps, every `every_n_epochs` epochs (0 = never) and/or at the given
+`at_fractions` of trainer.max_steps (time-to-accuracy: 0.25, 0.5, 0.75), on an optional fixed
 subset (`subset` items / videos, spread evenly, decoded windows cached in RAM for retrieval when the evaluator has a
 cache budget), and on the full set when training ends (`at_fit_end`). They must run on every rank under DDP (the
 evaluators shard and gather). Metrics go to every Trainer logger (rank zero only) with flat keys
 `<prefix>/R10`, `chance/<prefix>/R1`, … (subset runs: `<prefix>_subset/…`), and into trainer.callback_metrics so a
 ModelCheckpoint can monitor them. The latest flat metrics and protocol card stay on the callback (`last_metrics`,
-`last_card`) for metrics.json; `history` keeps (step, metrics) of every run.
+`last_card`) for metrics.json; `history` keeps (step, metrics) of every run. Each evaluation also logs
+`time/train_seconds`, the training wall time it took to get there (evaluation excluded; milnce.throughput).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
+
+from milnce.throughput import training_clock
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,14 @@ class _Evaluation(pl.Callback):
     headline: Tuple[str, ...] = ()
 
     def __init__(self, evaluator, prefix: str, every_n_steps: int = 0, every_n_epochs: int = 0, subset: int = 0,
-                 at_fit_end: bool = True):
+                 at_fit_end: bool = True, at_fractions: Sequence[float] = ()):
         super().__init__()
         if every_n_steps < 0 or every_n_epochs < 0 or subset < 0:
             raise ValueError("every_n_steps, every_n_epochs and subset must be ≥ 0")
+        if any(not 0 < f < 1 for f in at_fractions):
+            raise ValueError(f"at_fractions must lie strictly between 0 and 1, got {list(at_fractions)}")
+        self.at_fractions = tuple(float(f) for f in at_fractions)
+        self._fraction_steps: set = set()
         self.evaluator, self.prefix = evaluator, prefix
         self.every_n_steps, self.every_n_epochs, self.subset = every_n_steps, every_n_epochs, subset
         self.at_fit_end = at_fit_end
@@ -49,9 +58,14 @@ class _Evaluation(pl.Callback):
         self._subset_indices: Optional[List[int]] = None
 
     # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.at_fractions and trainer.max_steps and trainer.max_steps > 0:
+            self._fraction_steps = {max(1, round(f * trainer.max_steps)) for f in self.at_fractions}
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+        periodic = self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0
+        if (periodic or step in self._fraction_steps) and step != self._last_step:
             self.run(trainer, pl_module, full=False)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -78,7 +92,10 @@ class _Evaluation(pl.Callback):
             if self._subset_indices is None:
                 self._subset_indices = self.evaluator.subset_indices(self.subset)
             indices = self._subset_indices
-        result = self._evaluate(pl_module, indices, full)
+        clock = training_clock(trainer)
+        seconds = clock.seconds() if clock is not None else None
+        with clock.paused() if clock is not None else contextlib.nullcontext():
+            result = self._evaluate(pl_module, indices, full)
         step = int(trainer.global_step)
         self._last_step = step
         if indices is None:
@@ -86,8 +103,9 @@ class _Evaluation(pl.Callback):
         flat = self._flatten(result.metrics, full or self.subset <= 0)
         self.last_metrics, self.last_card, self.last_result = flat, result.card, result
         self.history.append((step, flat))
+        logged = flat if seconds is None else {**flat, "time/train_seconds": round(seconds, 2)}
         for logger in trainer.loggers:              # Logger.log_metrics is rank-zero-only
-            logger.log_metrics(flat, step=step)
+            logger.log_metrics(logged, step=step)
             logger.save()
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in flat.items()})
         shown = "  ".join(f"{k.split('/', 1)[1]} {flat[k]:.2f}" for k in flat
@@ -104,9 +122,9 @@ class RetrievalEvaluation(_Evaluation):
     headline = ("R1", "R5", "R10", "MedR")
 
     def __init__(self, evaluator, every_n_steps: int = 0, subset: int = 0, prefix: Optional[str] = None,
-                 every_n_epochs: int = 0, at_fit_end: bool = True):
+                 every_n_epochs: int = 0, at_fit_end: bool = True, at_fractions: Sequence[float] = ()):
         super().__init__(evaluator, prefix or evaluator.dataset.name, every_n_steps, every_n_epochs, subset,
-                         at_fit_end)
+                         at_fit_end, at_fractions)
 
     def _evaluate(self, pl_module, indices, full):
         return self.evaluator.evaluate(pl_module, indices, use_cache=not full)
@@ -118,5 +136,5 @@ class StepLocalization(_Evaluation):
     headline = ("recall", "recall_per_video")
 
     def __init__(self, evaluator, every_n_steps: int = 0, subset: int = 0, prefix: str = "crosstask",
-                 every_n_epochs: int = 0, at_fit_end: bool = True):
-        super().__init__(evaluator, prefix, every_n_steps, every_n_epochs, subset, at_fit_end)
+                 every_n_epochs: int = 0, at_fit_end: bool = True, at_fractions: Sequence[float] = ()):
+        super().__init__(evaluator, prefix, every_n_steps, every_n_epochs, subset, at_fit_end, at_fractions)

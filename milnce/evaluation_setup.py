@@ -25,6 +25,12 @@ def _retrieval_set(r: DictConfig, data_root: Path):
     raise ValueError(f"eval.retrieval.name: unknown dataset '{r.name}' (valid: youcook2, msrvtt)")
 
 
+def _evaluates_during_training(cfg: DictConfig) -> bool:
+    """Evaluated more than once: keep the decoded windows in RAM (the same set is decoded only once)."""
+    e = cfg.eval
+    return bool(e.subset or e.every_n_steps or e.every_n_epochs or e.at_fractions)
+
+
 def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
     """[(kind, evaluator)] for every retrieval set and CrossTask configured under `eval`."""
     from milnce.localization_eval import StepLocalizationEvaluator
@@ -47,14 +53,14 @@ def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
         evaluators.append(("retrieval", RetrievalEvaluator(
             _retrieval_set(r, data_root), num_windows=r.num_windows, num_frames=r.num_frames, fps=r.fps,
             size=r.size, pooling=r.pooling, normalize=r.normalize, max_words=r.max_words, num_workers=workers,
-            out_dir=str(out_dir / r.name), cache_max_bytes=2 << 30 if cfg.eval.subset else 0)))
+            out_dir=str(out_dir / r.name), cache_max_bytes=2 << 30 if _evaluates_during_training(cfg) else 0)))
     c = cfg.eval.crosstask
     if c is not None:
         release = CrossTaskRelease(Path(c.root) if c.root else data_root / "crosstask")
         evaluators.append(("crosstask", StepLocalizationEvaluator(
             release, window_seconds=c.window_seconds, num_frames=c.num_frames, size=c.size, cost=c.cost,
             inference=c.inference, use_split=c.use_split, split_seed=c.split_seed,
-            train_videos_per_task=c.train_videos_per_task, out_dir=str(out_dir / "crosstask"))))
+            train_videos_per_task=c.train_videos_per_task, logits=c.logits, out_dir=str(out_dir / "crosstask"))))
     return evaluators
 
 
@@ -63,7 +69,7 @@ def build_eval_callbacks(cfg: DictConfig) -> List[Any]:
     for kind, evaluator in build_evaluators(cfg):
         cls = RetrievalEvaluation if kind == "retrieval" else StepLocalization
         callbacks.append(cls(evaluator, every_n_steps=cfg.eval.every_n_steps, subset=cfg.eval.subset,
-                             every_n_epochs=cfg.eval.every_n_epochs))
+                             every_n_epochs=cfg.eval.every_n_epochs, at_fractions=list(cfg.eval.at_fractions)))
     return callbacks
 
 

@@ -1,4 +1,5 @@
-"""A run report: report.md with PNG plots (training loss, retrieval R@K over steps, CrossTask recall per task) and
+"""A run report: report.md with PNG plots (training loss, retrieval R@K over steps, R@10 against steps and training
+seconds, CrossTask recall per task) and
 the final metrics with their protocol cards, from what a run directory already holds:
 
     logs/metrics.csv       Lightning CSVLogger (train/loss per logged step; <dataset>/R1 … at evaluation steps)
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 PathLike = Union[str, Path]
 RECALL_KS = ("R1", "R5", "R10")
@@ -110,6 +111,50 @@ def plot_retrieval(series: Dict[str, Any], metrics: Dict[str, float], out: Path)
     return out
 
 
+def train_seconds_by_step(frame) -> Dict[int, float]:
+    """{step: training seconds} from the `time/train_seconds` every evaluation logs (evaluation time excluded)."""
+    if frame is None or "time/train_seconds" not in frame.columns:
+        return {}
+    data = frame[["step", "time/train_seconds"]].dropna()
+    return {int(st): float(sec) for st, sec in zip(data["step"], data["time/train_seconds"])}
+
+
+def plot_time_to_accuracy(series: Dict[str, Any], seconds: Dict[int, float], metrics: Dict[str, float],
+                          out: Path, ks: Sequence[str] = ("R1", "R10")) -> Optional[Path]:
+    """R@k of every retrieval prefix against training steps and against training seconds, side by side."""
+    rows = {p: d for p, d in series.items() if any(k in d.columns for k in ks)}
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2 if seconds else 1, figsize=(10 if seconds else 5, 3.8), squeeze=False)
+    for prefix, data in rows.items():
+        for k, style in zip(ks, ("--", "-")):
+            if k not in data.columns:
+                continue
+            points = data.dropna(subset=[k])
+            line, = axes[0][0].plot(points["step"], points[k], style, marker="o", label=f"{prefix} {k}")
+            timed = [(seconds[int(st)], v) for st, v in zip(points["step"], points[k]) if int(st) in seconds]
+            if seconds and timed:
+                axes[0][1].plot([t for t, _ in timed], [v for _, v in timed], style, marker="o",
+                                label=f"{prefix} {k}", color=line.get_color())
+            chance = metrics.get(f"chance/{prefix.replace('_subset', '')}/{k}")
+            for ax in axes[0]:
+                if chance is not None:
+                    ax.axhline(chance, ls=":", color=line.get_color(), lw=1)
+    axes[0][0].set_xlabel("training step")
+    if seconds:
+        axes[0][1].set_xlabel("training seconds (evaluation excluded)")
+    for ax in axes[0]:
+        ax.set_ylabel("recall %")
+        ax.set_title("time to accuracy, text→video (dotted: chance)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def plot_crosstask_tasks(card: Dict[str, Any], metrics: Dict[str, float], out: Path) -> Optional[Path]:
     per_task = (card or {}).get("per_task") or {}
     rows = [(t, v.get("title") or t, v.get("recall")) for t, v in per_task.items()
@@ -185,6 +230,18 @@ def write_report(run_dir: PathLike) -> Path:
         lines.append("")
     else:
         lines += ["_No retrieval evaluation logged._", ""]
+    seconds = train_seconds_by_step(frame)
+    tta = plot_time_to_accuracy(series, seconds, metrics, figs / "time_to_accuracy.png")
+    if tta:
+        lines += ["## Time to accuracy", "", f"![R@1 and R@10 against steps and seconds](report/{tta.name})", ""]
+        for prefix, data in series.items():
+            for k in ("R1", "R10"):
+                if k not in data.columns:
+                    continue
+                points = [f"step {int(st)}" + (f" ({seconds[int(st)]:.0f} s)" if int(st) in seconds else "")
+                          + f": {v:.1f}" for st, v in zip(data["step"], data[k]) if v == v]
+                lines.append(f"- {prefix} {k.replace('R', 'R@')} — " + "; ".join(points))
+        lines.append("")
     lines += ["## CrossTask recall per task", ""]
     ct = plot_crosstask_tasks(cards.get("crosstask", {}), metrics, figs / "crosstask_per_task.png")
     if ct:

@@ -73,3 +73,63 @@ def test_callbacks_run_on_schedule_log_and_restore_train_mode(tmp_path):
 def test_bad_schedule_is_rejected():
     with pytest.raises(ValueError, match="≥ 0"):
         RetrievalEvaluation(RetrievalEvaluator(make_set(["v_1"]), progress=False), every_n_steps=-1)
+
+
+class SlowEvaluator:
+    """Stands in for an evaluator: takes `seconds` per call and reports how often it ran."""
+
+    class dataset:
+        name = "slow"
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = seconds, 0
+
+    def subset_indices(self, n):
+        return list(range(n))
+
+    def evaluate(self, module, indices=None, use_cache=False):
+        import time
+        from types import SimpleNamespace
+
+        time.sleep(self.seconds)
+        self.calls += 1
+        return SimpleNamespace(metrics={"R10": float(self.calls)}, card={"n_evaluated": 1, "n_listed": 1})
+
+
+def test_time_to_accuracy_fractions_and_training_clock(tmp_path):
+    """at_fractions evaluates at 25/50/75 % of max_steps (plus the end); every evaluation logs the training seconds
+    it took to get there, with evaluation time left out."""
+    from milnce.throughput import TrainingClock
+
+    evaluator = SlowEvaluator(0.3)
+    cb = RetrievalEvaluation(evaluator, subset=1, at_fractions=[0.25, 0.5, 0.75])
+    trainer = pl.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=CSVLogger(tmp_path, name="logs"),
+                         callbacks=[cb, TrainingClock()], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(TinyModule(), DataLoader(TensorDataset(torch.randn(16, 2)), batch_size=2))
+    assert [s for s, _ in cb.history] == [2, 4, 6, 8]
+    rows = [r for r in csv.DictReader(open(trainer.logger.log_dir + "/metrics.csv")) if r.get("time/train_seconds")]
+    seconds = [float(r["time/train_seconds"]) for r in rows]
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
+    assert seconds == sorted(seconds) and seconds[-1] < 0.3    # 4 × 0.3 s of evaluation are not training time
+
+
+def test_fractions_outside_zero_one_are_rejected():
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        RetrievalEvaluation(SlowEvaluator(0), at_fractions=[0.5, 1.0])
+
+
+def test_training_logits_follow_the_models_loss():
+    """CrossTask logits="model": what the loss sees (normalised, over τ); plain dot product otherwise."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from milnce.eval_utils import training_logits
+    from milnce.losses import build_loss
+
+    v, t = np.array([[3.0, 4.0], [1.0, 0.0]]), np.array([[0.0, 2.0]])
+    raw = SimpleNamespace(loss_fn=build_loss("mil_nce", None, 1))
+    assert np.allclose(training_logits(raw, v, t), v @ t.T)
+    args = SimpleNamespace(normalize=True, temperature=0.5, learnable_temperature=True)
+    norm = SimpleNamespace(loss_fn=build_loss("mil_nce", args, 1))
+    assert np.allclose(training_logits(norm, v, t), [[0.8 / 0.5], [0.0]], atol=1e-6)

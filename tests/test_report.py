@@ -73,3 +73,21 @@ def test_report_errors_name_the_file(tmp_path):
     (run / "metrics.json").write_text("{broken")
     with pytest.raises(ValueError, match="metrics.json"):
         write_report(run)
+
+
+def test_time_to_accuracy_plots_r10_against_steps_and_seconds(tmp_path):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    lines = ["epoch,step,train/loss,youcook2_subset/R10,youcook2/R10,time/train_seconds"]
+    for step, r10, sec in ((25, 20.0, 30.5), (50, 41.0, 61.0), (75, 60.0, 92.25)):
+        lines += [f"0,{step},1.0,,,", f"0,{step},,{r10},,{sec}"]
+    lines.append("0,100,,,80.0,123.0")
+    (run / "logs" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    text = write_report(run).read_text()
+    assert "(report/time_to_accuracy.png)" in text
+    assert Image.open(run / "report" / "time_to_accuracy.png").size[0] >= 900     # two panels: steps, seconds
+    assert "youcook2_subset R@10 — step 25 (30 s): 20.0; step 50 (61 s): 41.0; step 75 (92 s): 60.0" in text
+    assert "youcook2 R@10 — step 100 (123 s): 80.0" in text
+    assert "youcook2 R@1 —" not in text                       # no R1 column logged, no R@1 line
