@@ -4,7 +4,8 @@ Per video: T = ceil(duration) seconds; second t gets one window of `num_frames` 
 window_seconds whose frame timestamps are centred on t + 0.5 (rounded to the frame grid, shifted inside the video;
 a video shorter than one window repeats its last frame). The video is decoded once at that fps (whole with
 read_video when T ≤ chunk_seconds, else in chunks with read_clip), centre-cropped, and the windows are sliced from the
-decoded frames and embedded in batches. scores = window embeddings · step-text embeddings (T×K); the configured cost
+decoded frames and embedded in batches. scores = window embeddings · step-text embeddings (T×K; `logits="model"`:
+the logits the model's loss uses, L2-normalised and over its temperature where it has them); the configured cost
 (−log_softmax over steps by default) goes to align_steps; recall as Zhukov. The other cost and the per-step argmax
 are reported as ablations from the same scores.
 """
@@ -27,6 +28,7 @@ from milnce.localization import (InfeasibleAlignment, align_steps, argmax_steps,
 
 log = logging.getLogger(__name__)
 COSTS = ("log_softmax", "similarity")
+LOGITS = ("dot", "model")
 IO_KEYS = ("read_clip", "read_video", "probe", "center_crop", "decode_error")
 
 
@@ -50,13 +52,16 @@ def _default_io():
 class StepLocalizationEvaluator:
     def __init__(self, release: CrossTaskRelease, window_seconds: float = 3.2, num_frames: int = 16, size: int = 224,
                  cost: str = "log_softmax", inference: str = "dp", use_split: bool = True, split_seed: int = 0,
-                 train_videos_per_task: int = 30, chunk_seconds: int = 60, window_batch: int = 32,
+                 train_videos_per_task: int = 30, logits: str = "dot", chunk_seconds: int = 60, window_batch: int = 32,
                  out_dir: Optional[str] = None, num_plots: int = 4, plot_seed: int = 0, progress: bool = True,
                  io: Optional[Dict[str, Any]] = None):
         if cost not in COSTS:
             raise ValueError(f"unknown cost '{cost}' (valid: {', '.join(COSTS)})")
         if inference not in ("dp", "argmax"):
             raise ValueError(f"unknown inference '{inference}' (valid: dp, argmax)")
+        if logits not in LOGITS:
+            raise ValueError(f"unknown logits '{logits}' (valid: {', '.join(LOGITS)})")
+        self.logits = logits
         self.release = release
         self.window_seconds, self.num_frames, self.size = float(window_seconds), int(num_frames), int(size)
         self.fps = self.num_frames / self.window_seconds
@@ -126,7 +131,9 @@ class StepLocalizationEvaluator:
         if video.task_id not in text_cache:
             text_cache[video.task_id] = U.encode_texts(module, list(task.steps))
         v = self._window_embeddings(module, video.path, T, device)
-        return {"task": video.task_id, "vid": video.video_id, "scores": v @ text_cache[video.task_id].T,
+        text = text_cache[video.task_id]
+        scores = U.training_logits(module, v, text) if self.logits == "model" else v @ text.T
+        return {"task": video.task_id, "vid": video.video_id, "scores": scores,
                 "y_true": y_true, "duration": duration}
 
     # ------------------------------------------------------------------ protocol
@@ -211,7 +218,9 @@ class StepLocalizationEvaluator:
             "window_seconds": self.window_seconds, "frames": self.num_frames, "fps": self.fps, "size": self.size,
             "window": "centred on t + 0.5 s, frame grid, shifted inside the video",
             "crop": "centre square of the short side, resized to size",
-            "query": "raw step string from tasks_primary.txt (no prompt)", "score": "dot",
+            "query": "raw step string from tasks_primary.txt (no prompt)",
+            "score": "dot" if self.logits == "dot" else "the model's training logits (normalised / temperature "
+                                                         "as its loss)",
             "cost": f"-{self.cost}" if self.cost == "similarity" else "-log_softmax over steps",
             "inference": "ordered one-frame-per-step DP (Zhukov)" if self.inference == "dp" else "per-step argmax",
             "recall": "Zhukov: hits/annotated steps pooled per task, mean over tasks",
