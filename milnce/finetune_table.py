@@ -51,9 +51,9 @@ def finetune_config(dataset: str, run_dir: Path, init_from: Optional[str], steps
 def evaluate_checkpoint(cfg) -> Dict[str, float]:
     """The retrieval metrics of cfg.model.init_from as it is (the fine-tuning config's model and evaluator)."""
     from milnce.evaluation_setup import build_evaluators
-    from milnce.run import _vocabulary, build_datamodule, build_module
+    from milnce.run import build_datamodule, build_module, training_vocabulary
 
-    module = build_module(cfg, _vocabulary(cfg, build_datamodule(cfg)))
+    module = build_module(cfg, training_vocabulary(cfg, build_datamodule(cfg)))
     (kind, evaluator), = [e for e in build_evaluators(cfg) if e[0] == "retrieval"]
     return dict(evaluator.evaluate(module).metrics)
 

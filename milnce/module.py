@@ -180,6 +180,12 @@ class VideoTextModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self):
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        opt, sched = self.optimizer_and_schedule(total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def optimizer_and_schedule(self, total_steps: int):
+        """The optimizer over the towers (and a learnable temperature) and its per-step LambdaLR schedule."""
         o = self.optim_cfg
         groups = [
             {"params": [p for p in self.video_tower.parameters() if p.requires_grad], "lr": o.lr * o.video_lr_mult},
@@ -198,10 +204,9 @@ class VideoTextModule(pl.LightningModule):
         if o.schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule: unknown schedule '{o.schedule}' (valid: {', '.join(SCHEDULES)})")
         schedule = SCHEDULES[o.schedule]
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer is not None else 1
-        warmup = int(o.warmup_steps)
+        warmup, total = int(o.warmup_steps), max(1, int(total_steps))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: schedule(step, warmup, total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt, sched
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from milnce.config import to_yaml
-from milnce.threads import pin_torch_threads
+from milnce.threads import denormals_flushed, pin_torch_threads
 
 log = logging.getLogger("milnce")
 
@@ -30,9 +30,9 @@ def ensure_corpus(cfg: DictConfig) -> None:
         if not toy_corpus_exists(root):
             raise FileNotFoundError(f"no toy corpus at {root} and toy.generate=false")
         return
-    toy = ToyCorpusConfig(seed=cfg.toy.seed, num_train_videos=cfg.toy.num_train_videos,
-                          num_youcook_videos=cfg.toy.num_youcook_videos, num_msrvtt_clips=cfg.toy.num_msrvtt_clips,
-                          num_crosstask_videos=cfg.toy.num_crosstask_videos)
+    fields = OmegaConf.to_container(cfg.toy, resolve=True)
+    fields.pop("generate")
+    toy = ToyCorpusConfig(**fields)
     if toy_corpus_exists(root, toy):
         return
     t0 = time.time()
@@ -73,7 +73,7 @@ def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
     return module
 
 
-def _vocabulary(cfg: DictConfig, datamodule) -> Optional[List[str]]:
+def training_vocabulary(cfg: DictConfig, datamodule) -> Optional[List[str]]:
     if cfg.model.text_tower not in ("word2vec", "word2vec_gated") or cfg.model.word2vec.vocab_path:
         return None
     if cfg.model.init_from:
@@ -94,7 +94,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
 
     from milnce.checkpoint_io import AtomicCheckpointIO
     from milnce.failures import FailureBudget
-    from milnce.throughput import ThroughputMonitor
+    from milnce.throughput import ThroughputMonitor, TrainingClock
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
@@ -113,7 +113,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps, fast_dev_run=t.fast_dev_run, logger=loggers,
-        callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), ThroughputMonitor(), *checkpoints,
+        callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), ThroughputMonitor(), TrainingClock(),
+                   *checkpoints,
                    TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
@@ -151,7 +152,7 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_module(cfg, _vocabulary(cfg, datamodule))
+    module = build_module(cfg, training_vocabulary(cfg, datamodule))
     module.manual_clip_val = cfg.trainer.gradient_clip_val
     datamodule.tokenizer = module.tokenizer
 
@@ -163,7 +164,8 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     resume = str(last) if last.is_file() and not cfg.trainer.fast_dev_run else None
     if resume:
         print(f"[milnce] resuming from {resume}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    with denormals_flushed(cfg.trainer.flush_denormal):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
 
     metrics, cards = collect_metrics(eval_callbacks)
     metrics["train/steps"] = float(trainer.global_step)
