@@ -21,6 +21,15 @@ class S3DConfig:
 
 
 @dataclass
+class R2Plus1DConfig:
+    widths: List[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    spatial_strides: List[int] = field(default_factory=lambda: [1, 2, 2, 1])
+    temporal_strides: List[int] = field(default_factory=lambda: [1, 2, 2, 1])
+    stem_patch: int = 4                  # per-frame patchify stem: kernel = stride = stem_patch
+    channels_last: bool = False          # channels-last-3d memory layout (faster convolutions on CPU)
+
+
+@dataclass
 class ViTConfig:
     pretrained: Optional[str] = None     # local Hugging Face checkpoint directory (ViT or CLIP vision)
     image_size: int = 224
@@ -79,10 +88,11 @@ class LossConfig:
 
 @dataclass
 class ModelConfig:
-    video_tower: str = "s3d"             # s3d | vit | gated (pre-extracted features)
+    video_tower: str = "s3d"             # s3d | r2plus1d (small, for CPUs) | vit | gated (pre-extracted features)
     text_tower: str = "word2vec"         # word2vec | hf
     embed_dim: int = 512
     s3d: S3DConfig = field(default_factory=S3DConfig)
+    r2plus1d: R2Plus1DConfig = field(default_factory=R2Plus1DConfig)
     vit: ViTConfig = field(default_factory=ViTConfig)
     word2vec: Word2VecConfig = field(default_factory=Word2VecConfig)
     hf_text: HFTextConfig = field(default_factory=HFTextConfig)
@@ -141,12 +151,21 @@ class DataConfig:
 
 @dataclass
 class ToyConfig:
+    """The toy corpus data.dataset=toy generates at data.root (fields of datamodules.toy.ToyCorpusConfig)."""
     generate: bool = True                # generate the toy corpus at data.root when it is absent
     seed: int = 0
     num_train_videos: int = 160
     num_youcook_videos: int = 30
+    num_youcook_train_videos: int = 24
     num_msrvtt_clips: int = 100
+    num_msrvtt_train_clips: int = 120
     num_crosstask_videos: int = 24
+    num_colours: int = 4                 # palette size (the default 4 × 4 is the original corpus)
+    num_shapes: int = 4
+    num_tasks: int = 8
+    width: int = 160                     # rendered frame size
+    height: int = 120
+    unique_test_captions: bool = False   # one YouCook2-style validation clip per sentence
 
 
 @dataclass
@@ -171,6 +190,8 @@ class CrossTaskEvalConfig:
     size: int = 224
     cost: str = "log_softmax"            # log_softmax (Zhukov, VideoCLIP) | similarity (HowTo100M lineage)
     inference: str = "dp"                # dp | argmax (per-step argmax ablation)
+    logits: str = "dot"                  # dot (raw dot product, original) | model (normalised / temperature as the
+                                         # model's loss: what −log_softmax should see for such a model)
     split_seed: int = 0
     train_videos_per_task: int = 30
     use_split: bool = True
@@ -182,6 +203,7 @@ class EvalConfig:
     crosstask: Optional[CrossTaskEvalConfig] = None
     every_n_steps: int = 0               # 0 = only at the end of fit
     every_n_epochs: int = 0
+    at_fractions: List[float] = field(default_factory=list)  # also at these fractions of max_steps (0.25, 0.5 …)
     subset: int = 0                      # > 0: evaluate a cached subset of this size during training
 
 
@@ -202,6 +224,7 @@ class TrainerConfig:
     fast_dev_run: bool = False
     limit_train_batches: Optional[float] = None
     num_threads: int = 0                 # torch intra-op threads per process; 0 = cores / processes
+    flush_denormal: bool = False         # flush subnormal floats to zero (x86 CPUs: avoids slow denormal arithmetic)
     monitor: Optional[str] = None        # keep the best checkpoint by this metric too (e.g. youcook2/R1)
     monitor_mode: str = "max"
 

@@ -37,6 +37,7 @@ def tiny_toy_corpus(tmp_path_factory):
 def tiny_run_overrides(corpus, run_dir):
     """Overrides that shrink conf/demo.yaml to a seconds-long run on the tiny corpus."""
     return [f"data.root={corpus}", "toy.generate=false", f"run_dir={run_dir}", "model.s3d.width_mult=0.125",
+            "model.r2plus1d.widths=[8,8,16,16]",
             "model.embed_dim=32", "model.word2vec.word_dim=16", "model.word2vec.hidden_dim=32",
             "data.batch_size=3", "data.num_frames=4", "data.resize=32", "data.crop=32",
             "eval.retrieval.0.num_windows=2", "eval.retrieval.0.num_frames=4", "eval.retrieval.0.size=32",

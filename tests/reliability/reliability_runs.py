@@ -23,7 +23,8 @@ def make_tiny_corpus(root: Path) -> Path:
 
 def tiny_overrides(corpus, run_dir, max_steps: int = 6, every: int = 2) -> List[str]:
     """No evaluation, a 1/8-width S3D, 4 frames of 32 px, batches of 2, a checkpoint every `every` steps."""
-    return [f"data.root={corpus}", "toy.generate=false", f"run_dir={run_dir}", "model.s3d.width_mult=0.125",
+    return [f"data.root={corpus}", "toy.generate=false", f"run_dir={run_dir}", "model.video_tower=s3d",
+            "model.s3d.width_mult=0.125",
             "model.embed_dim=32", "model.word2vec.word_dim=16", "model.word2vec.hidden_dim=32",
             "data.batch_size=2", "data.num_frames=4", "data.resize=32", "data.crop=32", "trainer.num_threads=1",
             "eval.retrieval=[]", "eval.crosstask=null", f"trainer.max_steps={max_steps}",
