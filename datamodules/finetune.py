@@ -235,7 +235,7 @@ class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
             self.dataset = CaptionedClips(self.spans, self._clips(), self.tokenizer, c.num_frames, c.fps, c.crop,
                                           c.random_flip, c.seed, fractional_seek=c.fractional_seek)
         self.epoch_sampler(len(self.dataset), c.seed)
-        workers = 0 if c.cache_in_memory else c.num_workers
+        workers = c.num_workers  # a corpus cached in RAM is shared with forked workers, not copied
         from datamodules.video import worker_init
 
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,

@@ -143,7 +143,7 @@ class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
             self.dataset = NarratedClips(self.index, self._clips(), self.tokenizer, sampler, c.num_frames, c.fps,
                                          c.crop, c.random_flip, c.seed)
         self.epoch_sampler(len(self.dataset), c.seed)
-        workers = 0 if c.cache_in_memory else c.num_workers
+        workers = c.num_workers  # a corpus cached in RAM is shared with forked workers, not copied
         from datamodules.video import worker_init
 
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,

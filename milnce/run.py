@@ -19,6 +19,12 @@ from milnce.threads import denormals_flushed, pin_torch_threads
 log = logging.getLogger("milnce")
 
 
+def decoding_workers(cfg: DictConfig) -> int:
+    """Cores the DataLoader workers keep busy: decoding from files takes one; slicing a corpus cached in RAM
+    (cache_in_memory) is light work that overlaps the step without taking a core from torch."""
+    return 0 if cfg.data.cache_in_memory else min(cfg.data.num_workers, 1)
+
+
 def ensure_corpus(cfg: DictConfig) -> None:
     """The toy corpus is the embedded default: generate it where it is absent (or half-written)."""
     if cfg.data.dataset != "toy":
@@ -143,8 +149,7 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     print("[milnce] resolved config:\n" + to_yaml(cfg))
     devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
-    workers = 0 if cfg.data.cache_in_memory else cfg.data.num_workers
-    pin_torch_threads(cfg.trainer.num_threads, processes=devices, loader_workers=min(workers, 1))
+    pin_torch_threads(cfg.trainer.num_threads, processes=devices, loader_workers=decoding_workers(cfg))
     pl.seed_everything(cfg.seed, workers=True)
     t0 = time.time()
 

@@ -64,13 +64,14 @@ def _bare(module, loader_fn: Callable, steps: int, warmup: int, parts: bool) -> 
     opt, sched = module.optimizer_and_schedule(warmup + steps)
     module.train()
     times: Dict[str, List[float]] = {k: [] for k in ("period", *PARTS)}
-    it = iter(loader_fn())
+    loader = loader_fn()  # one DataLoader for every epoch, as Lightning keeps it (persistent workers)
+    it = iter(loader)
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         try:
             batch = next(it)
         except StopIteration:
-            it = iter(loader_fn())
+            it = iter(loader)
             batch = next(it)
         t1 = time.perf_counter()
         video, ids, mask, video_ids, valid = module.flatten_batch(batch)
@@ -101,11 +102,10 @@ def _bare(module, loader_fn: Callable, steps: int, warmup: int, parts: bool) -> 
 
 def benchmark_step(cfg: DictConfig, steps: int = 30, warmup: int = 5, rounds: int = 2) -> Dict[str, Any]:
     """Median ms per step, ours and bare, over `rounds` alternating rounds of `steps` timed steps each."""
-    from milnce.run import build_datamodule, build_module, ensure_corpus, training_vocabulary
+    from milnce.run import build_datamodule, build_module, decoding_workers, ensure_corpus, training_vocabulary
     from milnce.threads import denormals_flushed, pin_torch_threads
 
-    workers = 0 if cfg.data.cache_in_memory else cfg.data.num_workers
-    threads = pin_torch_threads(cfg.trainer.num_threads, processes=1, loader_workers=min(workers, 1))
+    threads = pin_torch_threads(cfg.trainer.num_threads, processes=1, loader_workers=decoding_workers(cfg))
     pl.seed_everything(cfg.seed, workers=True)
     ensure_corpus(cfg)
     datamodule = build_datamodule(cfg)
