@@ -56,3 +56,22 @@ def test_compare_losses_trains_each_loss_with_what_it_needs(tiny_toy_corpus, tmp
         assert json.loads((tmp_path / "cmp" / row / "metrics.json").read_text())["train/steps"] == 2
     table = json.loads((tmp_path / "cmp" / "table.json").read_text())
     assert set(table["rows"]) == {"mil_nce", "nce", "max_margin"}
+
+
+def test_lever_table_measures_every_row_and_trains_the_learning_ones(tiny_toy_corpus, tmp_path):
+    from milnce.lever_table import format_table, lever_table
+
+    overrides = tiny_run_overrides(tiny_toy_corpus, tmp_path / "unused") + ["trainer.max_steps=4"]
+    rows = lever_table(str(DEMO), str(tmp_path / "levers"), ["raw_dot_product", "no_flush_denormal"], overrides,
+                       bench_steps=2)
+    assert [r["name"] for r in rows] == ["demo", "raw_dot_product", "no_flush_denormal"]   # demo row first
+    assert all(r["ms_per_step"] > 0 for r in rows)
+    demo, half, speed = rows
+    assert demo["steps"] == 4 and "metrics" in demo and "metrics" in half
+    assert half["steps"] == round(4 * demo["ms_per_step"] / half["ms_per_step"])     # the same time budget
+    assert speed["speed_only"] and "metrics" not in speed
+    cfg = OmegaConf.load(tmp_path / "levers" / "raw_dot_product" / "config.yaml")
+    assert not cfg.model.loss_args.normalize and cfg.model.loss_args.temperature is None
+    assert cfg.trainer.max_steps == half["steps"]
+    table = format_table(rows)
+    assert "speed only" in table and "| demo:" in table
