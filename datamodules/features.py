@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
 from datamodules.feature_store import (FeatureError, FeatureSource, load_video_features, merge_captions,
                                        pool_clip)
-from datamodules.narrations import NarrationIndex
+from datamodules.narrations.bags import NarrationIndex
 
 HOWTO100M_SOURCES = (("features/2d", 1.0), ("features/3d", 1.5))
 
@@ -133,7 +133,7 @@ class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
         self.sampler: Optional[EpochShardSampler] = None
 
     def prepare_data(self) -> None:
-        from datamodules.narrations import build_index_from_captions
+        from datamodules.narrations.bags import build_index_from_captions
 
         if not NarrationIndex.exists(self.index_dir):
             build_index_from_captions(self.captions, self.index_dir, progress=self.progress)

@@ -33,11 +33,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.clip_source import FileClips, MemoryClips
+from datamodules.video.clip_source import FileClips, MemoryClips
 from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
-from datamodules.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
-from datamodules.transforms import random_crop_flip
-from datamodules.video import DecodeError, probe
+from datamodules.benchmarks.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
+from datamodules.video.transforms import random_crop_flip
+from datamodules.video.decode import DecodeError, probe
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class CaptionedSpan:
 
 def read_youcook2_training(json_path, video_root, split: str = "training"):
     """(spans, paths, missing video ids) of the YouCook2 segments of `split`; videos absent on disk are left out."""
-    from datamodules.youcook2 import read_youcook2_json
+    from datamodules.benchmarks.youcook2 import read_youcook2_json
 
     items = read_youcook2_json(json_path, video_root, split)
     paths: List[str] = []
@@ -236,7 +236,7 @@ class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
                                           c.random_flip, c.seed, fractional_seek=c.fractional_seek)
         self.epoch_sampler(len(self.dataset), c.seed)
         workers = c.num_workers  # a corpus cached in RAM is shared with forked workers, not copied
-        from datamodules.video import worker_init
+        from datamodules.video.decode import worker_init
 
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
                           drop_last=True, pin_memory=torch.cuda.is_available(),

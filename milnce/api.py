@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from milnce import eval_utils as U
+from milnce.eval import common as U
 
 PathLike = Union[str, Path]
 # The released S3D_HowTo100M model: 32 frames at 10 fps, 224×224 (PROTOCOLS.md, S3D_HowTo100M README).
@@ -153,7 +153,7 @@ def encode_video(model, videos: Union[PathLike, Sequence[PathLike], torch.Tensor
 
     videos: a uint8 tensor B×3×T×H×W (already decoded and cropped clips) → B×D ndarray; or one path → one
     VideoEmbeddings; or a list of paths → list of VideoEmbeddings (None for an unreadable video when
-    on_error="skip"; "raise" raises datamodules.video.DecodeError).
+    on_error="skip"; "raise" raises datamodules.video.decode.DecodeError).
     window / stride: seconds (defaults: one clip, num_frames / fps; stride = window / 2).
     """
     if isinstance(videos, torch.Tensor):
@@ -176,8 +176,8 @@ def encode_video(model, videos: Union[PathLike, Sequence[PathLike], torch.Tensor
 
 def _encode_file(model, path: PathLike, window: Optional[float], stride: Optional[float],
                  batch_size: int) -> VideoEmbeddings:
-    from datamodules.transforms import center_crop
-    from datamodules.video import DecodeError, open_reader, probe
+    from datamodules.video.transforms import center_crop
+    from datamodules.video.decode import DecodeError, open_reader, probe
 
     p = model.preprocess
     clip = clip_seconds(model)

@@ -151,7 +151,7 @@ class DataConfig:
 
 @dataclass
 class ToyConfig:
-    """The toy corpus data.dataset=toy generates at data.root (fields of datamodules.toy.ToyCorpusConfig)."""
+    """The toy corpus data.dataset=toy generates at data.root (fields of datamodules.toy.corpus.ToyCorpusConfig)."""
     generate: bool = True                # generate the toy corpus at data.root when it is absent
     seed: int = 0
     num_train_videos: int = 160

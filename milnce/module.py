@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from milnce.config import ModelConfig, OptimConfig
 from milnce.losses import negatives_per_positive
-from milnce.schedule import SCHEDULES
+from milnce.train.schedule import SCHEDULES
 
 
 def _as_dict(cfg: Any) -> Dict[str, Any]:

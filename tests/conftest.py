@@ -25,7 +25,7 @@ def shared_dir():
 @pytest.fixture(scope="session")
 def tiny_toy_corpus(tmp_path_factory):
     """A few short toy videos in every layout (HowTo100M, YouCook2, MSR-VTT, CrossTask), rendered once per run."""
-    from datamodules.toy import ToyCorpusConfig, make_toy_corpus
+    from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus
 
     root = tmp_path_factory.mktemp("toy") / "corpus"
     make_toy_corpus(root, ToyCorpusConfig.small(num_train_videos=6, num_youcook_videos=2, num_msrvtt_clips=4,

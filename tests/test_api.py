@@ -36,8 +36,8 @@ def test_load_lightning_checkpoint_keeps_weights_and_preprocess(ckpt):
 
 
 def test_encode_video_windows_match_manual_preprocessing(ckpt, tmp_path):
-    from datamodules.transforms import center_crop
-    from datamodules.video import read_clip
+    from datamodules.video.transforms import center_crop
+    from datamodules.video.decode import read_clip
 
     model = load_model(ckpt)
     video = write_video(tmp_path / "a.mp4", seconds=3.0)
@@ -56,7 +56,7 @@ def test_encode_video_windows_match_manual_preprocessing(ckpt, tmp_path):
 
 
 def test_unreadable_video_is_a_decode_error_or_skipped(ckpt, tmp_path):
-    from datamodules.video import DecodeError
+    from datamodules.video.decode import DecodeError
 
     model = load_model(ckpt)
     bad = tmp_path / "bad.mp4"

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from api_fakes import write_video
-from milnce.audit import audit, dataset_list, write_audit
+from milnce.train.audit import audit, dataset_list, write_audit
 
 
 @pytest.fixture

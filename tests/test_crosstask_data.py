@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from datamodules.crosstask import (CrossTaskRelease, index_videos, random_split, read_assignment, read_task_info,
+from datamodules.benchmarks.crosstask import (CrossTaskRelease, index_videos, random_split, read_assignment, read_task_info,
                                    read_video_list)
 
 TASKS = ("23521\nMake Jello Shots\nhttp://www.wikihow.com/Make-Jello-Shots\n3\n"

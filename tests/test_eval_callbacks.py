@@ -8,8 +8,8 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from eval_fakes import FakeIO, FakeModule
-from milnce.callbacks import RetrievalEvaluation, StepLocalization
-from milnce.retrieval_eval import RetrievalEvaluator
+from milnce.eval.callbacks import RetrievalEvaluation, StepLocalization
+from milnce.eval.retrieval_eval import RetrievalEvaluator
 from test_eval_datasets import make_set
 from test_step_localization_eval import make_evaluator, make_release
 
@@ -99,7 +99,7 @@ class SlowEvaluator:
 def test_time_to_accuracy_fractions_and_training_clock(tmp_path):
     """at_fractions evaluates at 25/50/75 % of max_steps (plus the end); every evaluation logs the training seconds
     it took to get there, with evaluation time left out."""
-    from milnce.throughput import TrainingClock
+    from milnce.train.throughput import TrainingClock
 
     evaluator = SlowEvaluator(0.3)
     cb = RetrievalEvaluation(evaluator, subset=1, at_fractions=[0.25, 0.5, 0.75])
@@ -124,7 +124,7 @@ def test_training_logits_follow_the_models_loss():
     import numpy as np
     from types import SimpleNamespace
 
-    from milnce.eval_utils import training_logits
+    from milnce.eval.common import training_logits
     from milnce.losses import build_loss
 
     v, t = np.array([[3.0, 4.0], [1.0, 0.0]]), np.array([[0.0, 2.0]])

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.eval_clips import RetrievalClips, collate_windows, window_starts
-from datamodules.msrvtt import read_msrvtt
-from datamodules.retrieval_items import RetrievalItem, RetrievalSet
-from datamodules.youcook2 import read_youcook2, read_youcook2_csv, read_youcook2_json
+from datamodules.benchmarks.eval_clips import RetrievalClips, collate_windows, window_starts
+from datamodules.benchmarks.msrvtt import read_msrvtt
+from datamodules.benchmarks.retrieval_items import RetrievalItem, RetrievalSet
+from datamodules.benchmarks.youcook2 import read_youcook2, read_youcook2_csv, read_youcook2_json
 from eval_fakes import FakeIO, FakeModule
-from milnce import eval_utils
-from milnce.retrieval_eval import RetrievalEvaluator
+from milnce.eval import common as eval_utils
+from milnce.eval.retrieval_eval import RetrievalEvaluator
 
 
 # ---------------------------------------------------------------- real annotation files
@@ -247,8 +247,8 @@ def real_video(path, seconds=3, fps=10, size=(48, 64)):
 
 
 def test_real_videos_decode_through_the_video_module(tmp_path):
-    pytest.importorskip("datamodules.video")
-    pytest.importorskip("datamodules.transforms")
+    pytest.importorskip("datamodules.video.decode")
+    pytest.importorskip("datamodules.video.transforms")
     vdir = tmp_path / "validation" / "7"
     vdir.mkdir(parents=True)
     real_video(vdir / "vid1.mp4")

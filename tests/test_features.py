@@ -258,8 +258,8 @@ class _PooledEchoModule(torch.nn.Module):
 
 
 def test_feature_retrieval_pools_items_and_lists_missing_and_failed(feature_corpus, tmp_path):
-    from datamodules.youcook2 import read_youcook2_csv
-    from milnce.feature_eval import FeatureRetrievalEvaluator
+    from datamodules.benchmarks.youcook2 import read_youcook2_csv
+    from milnce.eval.feature_eval import FeatureRetrievalEvaluator
 
     root, _ = feature_corpus
     rows = [(3, 0, "vid0"), (9, 5, "vid0"), (14, 8, "vid1"), (7, 1, "vid2"), (20, 12, "vid3"),
@@ -287,8 +287,8 @@ def test_feature_retrieval_pools_items_and_lists_missing_and_failed(feature_corp
 
 def test_build_evaluators_uses_features_for_the_features_dataset(feature_corpus, tmp_path):
     from milnce.config import load_config
-    from milnce.evaluation_setup import build_evaluators
-    from milnce.feature_eval import FeatureRetrievalEvaluator
+    from milnce.eval.setup import build_evaluators
+    from milnce.eval.feature_eval import FeatureRetrievalEvaluator
 
     root, _ = feature_corpus
     (root / "youcook2").mkdir()
@@ -331,7 +331,7 @@ def test_a_few_max_margin_steps_on_features(feature_corpus, tmp_path):
 def test_reads_features_written_by_the_extract_tool(tmp_path):
     from types import SimpleNamespace
 
-    from milnce.extract import write_features
+    from milnce.search.extract import write_features
 
     starts = np.arange(0.0, 10.0, 0.5)
     emb = SimpleNamespace(video=str(tmp_path / "clips" / "abc.mp4"), starts=starts, duration=10.2,

@@ -139,7 +139,7 @@ def test_bad_annotations_name_the_file_and_line(msrvtt_root, tmp_path):
 
 def test_finetune_from_a_saved_checkpoint(tiny_toy_corpus, tmp_path):
     from milnce.checkpoint import read_state_dict
-    from milnce.run import train
+    from milnce.train.run import train
 
     pre = tmp_path / "pre"
     train(load_config(ROOT / "conf" / "demo.yaml", tiny_run_overrides(tiny_toy_corpus, pre) + [

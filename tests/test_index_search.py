@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from api_fakes import save_lightning_checkpoint, tiny_module, write_video
-from milnce.index import IndexWriter, MomentIndex, build_faiss, load_shards, read_failed
+from milnce.search.index import IndexWriter, MomentIndex, build_faiss, load_shards, read_failed
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_search_cli_json_and_page(collection, tmp_path, capsys):
     assert len(results) == 2 and all(set(r) == {"video", "start", "end", "score"} for r in results)
     assert results[0]["score"] >= results[1]["score"]
 
-    from milnce.search_server import Searcher, make_server, page_url, serve_in_thread
+    from milnce.search.server import Searcher, make_server, page_url, serve_in_thread
 
     server = make_server(Searcher(out), port=0)
     serve_in_thread(server)
@@ -149,7 +149,7 @@ def Path_name(p):
 
 
 def test_toy_precision_counts_overlapping_moments_of_the_named_object_and_action():
-    from milnce.search_eval import chance_precision, is_hit, precision_at_k, toy_queries
+    from milnce.search.evaluation import chance_precision, is_hit, precision_at_k, toy_queries
 
     manifest = {"vocabulary": {"actions": {"spin": [["spin", "spins", "spinning"]],
                                            "slide": [["slide", "slides", "sliding"]]}},
@@ -181,9 +181,9 @@ def test_toy_object_action_queries_find_their_moments_in_top5(tmp_path):
     from pathlib import Path
 
     from milnce.api import load_model
-    from milnce.extract import extract, list_videos
-    from milnce.search_eval import evaluate_toy_search
-    from milnce.search_server import Searcher
+    from milnce.search.extract import extract, list_videos
+    from milnce.search.evaluation import evaluate_toy_search
+    from milnce.search.server import Searcher
 
     repo = Path(__file__).resolve().parents[1]
     ckpt = Path(os.environ.get("MILNCE_DEMO_CHECKPOINT", repo / "runs" / "demo" / "checkpoints" / "last.ckpt"))
@@ -202,7 +202,7 @@ def test_toy_object_action_queries_find_their_moments_in_top5(tmp_path):
 
 
 def test_list_videos_from_folders_and_lists(tmp_path):
-    from milnce.extract import list_videos
+    from milnce.search.extract import list_videos
 
     (tmp_path / "d" / "e").mkdir(parents=True)
     for name in ("d/b.mp4", "d/e/a.webm", "d/notes.txt.bak"):

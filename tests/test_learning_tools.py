@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, tiny_run_overrides
 from milnce.config import load_config
-from milnce.step_benchmark import PARTS, benchmark_step, parts_table
+from milnce.train.step_benchmark import PARTS, benchmark_step, parts_table
 
 DEMO = ROOT / "conf" / "demo.yaml"
 
@@ -59,7 +59,7 @@ def test_compare_losses_trains_each_loss_with_what_it_needs(tiny_toy_corpus, tmp
 
 
 def test_lever_table_measures_every_row_and_trains_the_learning_ones(tiny_toy_corpus, tmp_path):
-    from milnce.lever_table import format_table, lever_table
+    from milnce.train.lever_table import format_table, lever_table
 
     overrides = tiny_run_overrides(tiny_toy_corpus, tmp_path / "unused") + ["trainer.max_steps=4"]
     rows = lever_table(str(DEMO), str(tmp_path / "levers"), ["raw_dot_product", "no_flush_denormal"], overrides,

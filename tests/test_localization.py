@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from datamodules.crosstask import read_assignment
-from milnce.localization import (InfeasibleAlignment, align_steps, align_steps_exact, argmax_steps, chance_recall,
+from datamodules.benchmarks.crosstask import read_assignment
+from milnce.eval.localization import (InfeasibleAlignment, align_steps, align_steps_exact, argmax_steps, chance_recall,
                                  crosstask_recall, step_costs)
 
 S = np.array([[0.1, 0.2, 0.8],
@@ -74,7 +74,7 @@ def test_t_equals_k_quirk_and_guard(caplog):
     assert align_steps_exact(cost).sum() == 0                       # dp.pyx: empty prediction
     neg = -np.abs(rng.normal(size=(4, 4))) - 0.1                    # C[3, 3] < 0: dp.pyx finds the diagonal
     assert frames(align_steps_exact(neg)) == (0, 1, 2, 3)
-    with caplog.at_level(logging.INFO, logger="milnce.localization"):
+    with caplog.at_level(logging.INFO, logger="milnce.eval.localization"):
         y = align_steps(cost)
     assert frames(y) == (0, 1, 2, 3)
     assert "T == K" in caplog.text

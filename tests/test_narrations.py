@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datamodules.caption_readers import CaptionError, CaptionStats, clean_asr, escapes_root
-from datamodules.json_stream import JsonMembers
-from datamodules.narrations import (NarrationIndex, NoClipFits, TrainingClipSampler, bag_indices,
+from datamodules.narrations.readers import CaptionError, CaptionStats, clean_asr, escapes_root
+from datamodules.narrations.json_stream import JsonMembers
+from datamodules.narrations.bags import (NarrationIndex, NoClipFits, TrainingClipSampler, bag_indices,
                                     build_index_from_captions, clip_window, nearest_candidates,
                                     read_caption_csv, read_caption_folder, read_caption_json,
                                     read_howto100m_meta, read_video_list, sample_seek, seek_range,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from milnce.report import retrieval_series, write_report
+from milnce.eval.report import retrieval_series, write_report
 
 
 def _run_dir(tmp_path, finished=True):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from milnce.retrieval import (bidirectional_metrics, metrics_from_ranks, rank_histogram, retrieval_metrics,
+from milnce.eval.retrieval import (bidirectional_metrics, metrics_from_ranks, rank_histogram, retrieval_metrics,
                               retrieval_ranks)
 
 

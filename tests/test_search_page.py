@@ -42,7 +42,7 @@ def index_dir(tmp_path):
         return Path(given)
     from api_fakes import save_lightning_checkpoint, tiny_module, write_video
     from milnce.api import load_model
-    from milnce.extract import extract
+    from milnce.search.extract import extract
 
     ckpt = save_lightning_checkpoint(tiny_module(), tmp_path / "model.ckpt")
     videos = [write_video(tmp_path / "v" / f"{c}.mp4", seconds=2.0, colour=rgb)
@@ -57,7 +57,7 @@ def test_type_query_see_moments_screenshot(browser, index_dir, tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from milnce.search_server import Searcher, make_server, page_url, serve_in_thread
+    from milnce.search.server import Searcher, make_server, page_url, serve_in_thread
 
     server = make_server(Searcher(index_dir), port=0, k=8)
     serve_in_thread(server)

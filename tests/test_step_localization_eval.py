@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.crosstask import CrossTaskRelease
+from datamodules.benchmarks.crosstask import CrossTaskRelease
 from eval_fakes import FakeIO, FakeModule
-from milnce.localization_eval import StepLocalizationEvaluator
+from milnce.eval.localization_eval import StepLocalizationEvaluator
 
 FPS = 4.0   # num_frames 4 / window_seconds 1.0
 TASKS = "100\nMake Tea\nhttp://w/tea\n3\nboil 1,steep 2,pour 3\n\n200\nJack Up\nhttp://w/jack\n2\nlift 1,lower 2\n\n"

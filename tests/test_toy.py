@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.toy import (MANIFEST, ToyCorpusConfig, load_manifest, make_toy_corpus, plan_corpus,
+from datamodules.toy.corpus import (MANIFEST, ToyCorpusConfig, load_manifest, make_toy_corpus, plan_corpus,
                              toy_corpus_exists)
-from datamodules.toy_render import SpriteBank, make_scene, render_frames, rgb_to_yuv
-from datamodules.toy_script import (ACTIONS, COLOURS, FILLER_LINES, SHAPES, Segment, Timeline, canonical_caption,
+from datamodules.toy.render import SpriteBank, make_scene, render_frames, rgb_to_yuv
+from datamodules.toy.story import (ACTIONS, COLOURS, FILLER_LINES, SHAPES, Segment, Timeline, canonical_caption,
                                     content_words, split_object, step_phrase, step_sentence)
 
 TINY = ToyCorpusConfig.small(num_train_videos=3, num_youcook_videos=2, num_youcook_train_videos=1,
@@ -312,7 +312,7 @@ def test_toy_corpus_exists_detects_incomplete_corpora(tmp_path):
 def test_extended_palette_and_unique_test_captions(tmp_path):
     """A larger palette (6 colours x 6 shapes) reaches tasks, narrations, captions and the manifest; with
     unique_test_captions every YouCook2-style validation sentence names exactly one clip."""
-    from datamodules.toy_script import all_objects
+    from datamodules.toy.story import all_objects
 
     cfg = replace(TINY, num_colours=6, num_shapes=6, num_tasks=12, num_youcook_videos=6, num_train_videos=2,
                   num_crosstask_videos=1, num_msrvtt_clips=1, num_msrvtt_train_clips=0, num_youcook_train_videos=0,
@@ -335,7 +335,7 @@ def test_extended_palette_and_unique_test_captions(tmp_path):
 
 
 def test_default_palette_is_the_original_four_by_four():
-    from datamodules.toy_script import all_objects
+    from datamodules.toy.story import all_objects
 
     assert all_objects() == all_objects(4, 4) and len(all_objects()) == 16
     assert {split_object(o)[1] for o in all_objects()} == {"circle", "square", "triangle", "cross"}

@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT, tiny_run_overrides
 from milnce.config import ConfigError, load_config
-from milnce.run import train
+from milnce.train.run import train
 
 DEMO = ROOT / "conf" / "demo.yaml"
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from datamodules.transforms import center_crop, random_crop_flip, resize_short_side, short_side_shape, to_float
+from datamodules.video.transforms import center_crop, random_crop_flip, resize_short_side, short_side_shape, to_float
 
 
 def ramp_clip(t=4, h=40, w=60):

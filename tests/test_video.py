@@ -1,4 +1,4 @@
-"""datamodules.video on tiny real videos written with PyAV: frame exactness, shapes, odd inputs, failures, deadlines.
+"""datamodules.video.decode on tiny real videos written with PyAV: frame exactness, shapes, odd inputs, failures, deadlines.
 
 Frame k of every test video is a flat colour that encodes k (red: k mod 16, green: k div 16, in steps of 16), so a
 decoded frame tells which source frame it is despite lossy compression. A white block marks the top-left corner.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import video as video_mod
-from datamodules.video import DecodeError, WindowError, probe, read_clip, read_video
+from datamodules.video import decode as video_mod
+from datamodules.video.decode import DecodeError, WindowError, probe, read_clip, read_video
 
 BACKENDS = ["pyav", "decord"]
 
@@ -385,7 +385,7 @@ def test_repeated_decodes_keep_memory_flat(tmp_path, backend):
 
 # -- packing ------------------------------------------------------------------------------------------------------
 def test_pack_video_keeps_frames_and_shortens_the_gop(tmp_path, h264):
-    from datamodules.video_pack import pack_corpus, pack_video
+    from datamodules.video.pack import pack_corpus, pack_video
 
     out = tmp_path / "packed.mp4"
     stats = pack_video(h264, out, short_side=None, fps=30, keyframe_interval=0.5, crf=10, preset="ultrafast")
@@ -405,7 +405,7 @@ def test_pack_video_keeps_frames_and_shortens_the_gop(tmp_path, h264):
 
 
 def test_pack_video_applies_rotation(tmp_path):
-    from datamodules.video_pack import pack_video
+    from datamodules.video.pack import pack_video
 
     src = write_video(tmp_path / "rot.mp4", num_frames=10, rotation=90)
     pack_video(src, tmp_path / "p.mp4", short_side=None, fps=30, crf=10, preset="ultrafast")

@@ -3,7 +3,7 @@
 
   (a) ffmpeg   the original MIL-NCE loader: one `ffmpeg -ss S -t T+0.1 -i f -vf fps=F,crop=… -f rawvideo
                -pix_fmt rgb24 pipe:` process per clip (PROTOCOLS.md Part A §5), output parsed as it did;
-  (b) ours     datamodules.video.read_clip (+ decord for comparison) then transforms.random_crop_flip;
+  (b) ours     datamodules.video.decode.read_clip (+ decord for comparison) then transforms.random_crop_flip;
   (c) limit    PyAV decoding every frame from the keyframe before the window to the window's last frame,
                nothing else (no conversion, no crop).
 
@@ -31,9 +31,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from datamodules.transforms import random_crop_flip  # noqa: E402
-from datamodules.video import probe, read_clip, set_decoder_threads, worker_init  # noqa: E402
-from datamodules.video_pack import pack_video  # noqa: E402
+from datamodules.video.transforms import random_crop_flip  # noqa: E402
+from datamodules.video.decode import probe, read_clip, set_decoder_threads, worker_init  # noqa: E402
+from datamodules.video.pack import pack_video  # noqa: E402
 
 
 def synthetic_video(path: Path, seconds: float, seed: int, width=456, height=256, fps=30, keyint=250) -> None:

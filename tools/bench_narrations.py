@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from datamodules.narrations import NarrationIndex, TrainingClipSampler  # noqa: E402
+from datamodules.narrations.bags import NarrationIndex, TrainingClipSampler  # noqa: E402
 
 FEW_MB = 8.0
 KINDS = ("rss", "uss", "pss", "anon")

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from milnce.config import ConfigError, load_config  # noqa: E402
-from milnce.step_benchmark import benchmark_step, parts_table  # noqa: E402
+from milnce.train.step_benchmark import benchmark_step, parts_table  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from milnce.config import ConfigError  # noqa: E402
-from milnce.loss_comparison import CONF, ROWS, compare_losses, format_table, summary_line  # noqa: E402
+from milnce.train.loss_comparison import CONF, ROWS, compare_losses, format_table, summary_line  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -24,8 +24,8 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from milnce.evaluation_setup import evaluate_checkpoint
-    from milnce.run import write_results
+    from milnce.eval.setup import evaluate_checkpoint
+    from milnce.train.run import write_results
 
     metrics, cards = evaluate_checkpoint(cfg)
     write_results(Path(cfg.run_dir), metrics, cards)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from milnce.threads import pin_torch_threads  # noqa: E402
+from milnce.train.threads import pin_torch_threads  # noqa: E402
 
 
 def main(argv=None):
@@ -36,7 +36,7 @@ def main(argv=None):
         pin_torch_threads(args.threads)
 
     from milnce.api import load_model
-    from milnce.extract import extract, list_videos
+    from milnce.search.extract import extract, list_videos
 
     model = load_model(args.checkpoint, device=args.device, vocab=args.vocab)
     videos = list_videos(args.videos)

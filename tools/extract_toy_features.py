@@ -1,7 +1,7 @@
 """Write toy "2D"/"3D" per-video features: tools/extract_toy_features.py [ROOT] [--out DIR] [--overwrite]
 
 Fixed colour-grid (1 row/s) and motion-grid (1.5 rows/s) features of every toy video (training, YouCook2-style and
-MSR-VTT-style), in the HowTo100M layout read by data.dataset=features (see datamodules/toy_features.py).
+MSR-VTT-style), in the HowTo100M layout read by data.dataset=features (see datamodules/toy/features.py).
 """
 import argparse
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.toy_features import extract_toy_features  # noqa: E402
+from datamodules.toy.features import extract_toy_features  # noqa: E402
 
 
 def main() -> None:

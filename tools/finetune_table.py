@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from milnce.config import ConfigError  # noqa: E402
-from milnce.finetune_table import finetune_table, format_table, summary_line  # noqa: E402
+from milnce.train.finetune_table import finetune_table, format_table, summary_line  # noqa: E402
 
 
 def main(argv=None) -> int:

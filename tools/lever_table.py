@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from milnce.config import ConfigError  # noqa: E402
-from milnce.lever_table import CONF, LEVERS, format_table, lever_table  # noqa: E402
+from milnce.train.lever_table import CONF, LEVERS, format_table, lever_table  # noqa: E402
 
 
 def main(argv=None) -> int:

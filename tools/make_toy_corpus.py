@@ -1,6 +1,6 @@
 """Render the synthetic narrated-video corpus: tools/make_toy_corpus.py ROOT [--seed N] [--small] [--set key=value ...]
 
-Writes HowTo100M-, YouCook2-, MSR-VTT- and CrossTask-style files under ROOT (see datamodules/toy.py) and prints
+Writes HowTo100M-, YouCook2-, MSR-VTT- and CrossTask-style files under ROOT (see datamodules/toy/corpus.py) and prints
 the counts and the time it took. An existing complete corpus with the same config is kept unless --force.
 """
 import argparse
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.toy import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists  # noqa: E402
+from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists  # noqa: E402
 
 
 def parse_overrides(pairs):

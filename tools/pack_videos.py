@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Re-encode a video corpus once for fast random clip access (datamodules/video_pack.py).
+"""Re-encode a video corpus once for fast random clip access (datamodules/video/pack.py).
 
 Keeps the relative paths under --root and writes .mp4 (H.264, yuv420p, constant frame rate, a keyframe every
 --keyframe-interval seconds, short side --short-side, rotation applied, no audio). Point the training config's
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.video_pack import pack_corpus  # noqa: E402
+from datamodules.video.pack import pack_corpus  # noqa: E402
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.caption_readers import CaptionError  # noqa: E402
-from datamodules.narrations import build_index_from_captions  # noqa: E402
+from datamodules.narrations.readers import CaptionError  # noqa: E402
+from datamodules.narrations.bags import build_index_from_captions  # noqa: E402
 
 
 def main(argv=None) -> int:

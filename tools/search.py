@@ -32,11 +32,11 @@ def main(argv=None):
     if not args.serve and not args.query and not args.eval_toy:
         ap.error("give a QUERY, --serve or --eval-toy")
 
-    from milnce.search_server import Searcher, make_server, page_url, results_json
+    from milnce.search.server import Searcher, make_server, page_url, results_json
 
     searcher = Searcher(args.index, checkpoint=args.checkpoint, vocab=args.vocab)
     if args.eval_toy:
-        from milnce.search_eval import evaluate_toy_search
+        from milnce.search.evaluation import evaluate_toy_search
 
         result = evaluate_toy_search(searcher, args.eval_toy, k=args.top, distinct=args.distinct)
         for q in result["per_query"]:

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from milnce.config import ConfigError, load_config  # noqa: E402
-from milnce.run import train  # noqa: E402
+from milnce.train.run import train  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ TRAIN = str(ROOT / "tools" / "train.py")
 
 
 def make_tiny_corpus(root: Path) -> Path:
-    from datamodules.toy import ToyCorpusConfig, make_toy_corpus
+    from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus
 
     make_toy_corpus(root, ToyCorpusConfig.small(num_train_videos=8, duration_range=(20.0, 24.0)), progress=False,
                     workers=1)

@@ -157,5 +157,5 @@ def test_decode_timeout_reaches_the_reader(tmp_path):
     write_corpus(root, {})
     assert _datamodule(root, decode_timeout=2.5).dataset.clips.timeout == 2.5
     assert _datamodule(root, decode_timeout=0).dataset.clips.timeout is None
-    from datamodules.video import CLIP_TIMEOUT
+    from datamodules.video.decode import CLIP_TIMEOUT
     assert _datamodule(root).dataset.clips.timeout == CLIP_TIMEOUT

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from datamodules.caption_readers import CaptionError
+from datamodules.narrations.readers import CaptionError
 from datamodules.howto100m import HowTo100MDataModule
 from reliability_media import data_config, toy_tokenizer, write_corpus
 

@@ -68,7 +68,7 @@ def _cfg(tmp_path, *extra):
 
 
 def _module(cfg):
-    from milnce.run import build_module
+    from milnce.train.run import build_module
 
     return build_module(cfg, VOCAB)
 
@@ -132,7 +132,7 @@ def test_init_from_pickled_object_is_refused(tmp_path, capsys, how):
 
 
 def _resume_error(tmp_path, corpus, writer):
-    from milnce.run import train
+    from milnce.train.run import train
 
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"

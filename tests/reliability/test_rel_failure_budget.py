@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from milnce.failures import FailureBudget, TooManyFailedDecodes
+from milnce.train.failures import FailureBudget, TooManyFailedDecodes
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def _cfg(root, run_dir, *extra, max_steps=8):
 
 @pytest.mark.parametrize("cache", ["true", "false"])
 def test_run_over_a_mostly_broken_corpus_stops_naming_the_files(corpus, tmp_path, cache):
-    from milnce.run import train
+    from milnce.train.run import train
 
     root, broken = _broken_copy(corpus, tmp_path / "corpus", broken=4)
     # 2 items per step, about 2 tries per item: the budget's 50 tries are reached after about 13 of 40 steps
@@ -93,7 +93,7 @@ def test_run_over_a_mostly_broken_corpus_stops_naming_the_files(corpus, tmp_path
 
 
 def test_failed_decodes_are_replaced_and_logged_below_the_budget(corpus, tmp_path):
-    from milnce.run import train
+    from milnce.train.run import train
 
     root, broken = _broken_copy(corpus, tmp_path / "corpus", broken=1)
     train(_cfg(root, tmp_path / "run", "data.max_failure_fraction=0.5", "data.cache_in_memory=false"))

@@ -30,7 +30,7 @@ def test_worker_memory_stays_flat_over_2000_decodes(tmp_path, backend):
     pytest.importorskip("psutil")
     from tqdm.auto import tqdm
 
-    from datamodules.video import worker_init
+    from datamodules.video.decode import worker_init
 
     narrations = [(float(s), float(s + 2), "stir the pan") for s in range(0, 9, 2)]
     write_corpus(tmp_path, {f"v{i}": dict(num_frames=100, width=160, height=120) for i in range(4)},  # 10 s each

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from milnce.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, atomic_torch_save
+from milnce.train.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, atomic_torch_save
 from reliability_runs import ROOT, run_env, run_train, tiny_overrides, train_command
 
 MAX_STEPS, EVERY = 10, 2   # 8 videos, batches of 2: 4 steps per epoch, so the kill lands mid-epoch
@@ -78,7 +78,7 @@ def test_resumed_epoch_neither_repeats_nor_skips_samples(corpus, tmp_path):
     """In-process: a crash right after a mid-epoch checkpoint; the samples of both runs are recorded per step."""
     import pytorch_lightning as pl
 
-    from milnce import run
+    from milnce.train import run
     from milnce.config import load_config
     from reliability_runs import DEMO
 
@@ -135,7 +135,7 @@ def test_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 WRITER = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from milnce.checkpoint_io import atomic_torch_save
+from milnce.train.checkpoint_io import atomic_torch_save
 big = {{"state_dict": {{"w%d" % i: torch.full((256, 256), float(i)) for i in range(64)}}}}   # 16 MiB
 print("ready", flush=True)
 n = 0

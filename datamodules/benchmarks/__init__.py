@@ -1,0 +1,1 @@
+"""Public benchmark annotation readers: YouCook2, MSR-VTT, CrossTask; retrieval items and their evaluation windows."""

@@ -1,0 +1,102 @@
+"""Evaluators and their Lightning callbacks, built from the `eval` section of a config."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from omegaconf import DictConfig
+
+from milnce.eval.callbacks import RetrievalEvaluation, StepLocalization
+
+
+def _retrieval_set(r: DictConfig, data_root: Path):
+    if r.name == "youcook2":
+        from datamodules.benchmarks.youcook2 import read_youcook2
+
+        csv = Path(r.csv) if r.csv else data_root / "youcook2" / "validation_youcook.csv"
+        root = Path(r.video_root) if r.video_root else csv.parent
+        return read_youcook2(csv, root)
+    if r.name == "msrvtt":
+        from datamodules.benchmarks.msrvtt import read_msrvtt
+
+        csv = Path(r.csv) if r.csv else data_root / "msrvtt" / "msrvtt_test.csv"
+        root = Path(r.video_root) if r.video_root else csv.parent / "videos"
+        return read_msrvtt(csv, root)
+    raise ValueError(f"eval.retrieval.name: unknown dataset '{r.name}' (valid: youcook2, msrvtt)")
+
+
+def _evaluates_during_training(cfg: DictConfig) -> bool:
+    """Evaluated more than once: keep the decoded windows in RAM (the same set is decoded only once)."""
+    e = cfg.eval
+    return bool(e.subset or e.every_n_steps or e.every_n_epochs or e.at_fractions)
+
+
+def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
+    """[(kind, evaluator)] for every retrieval set and CrossTask configured under `eval`."""
+    from milnce.eval.localization_eval import StepLocalizationEvaluator
+    from milnce.eval.retrieval_eval import RetrievalEvaluator
+    from datamodules.benchmarks.crosstask import CrossTaskRelease
+
+    data_root = Path(cfg.data.root)
+    out_dir = Path(cfg.run_dir) / "eval"
+    workers = min(2, cfg.data.num_workers)
+    evaluators: List[Tuple[str, Any]] = []
+    for r in cfg.eval.retrieval:
+        if cfg.data.dataset == "features":  # the same protocol on pre-extracted features (HowTo100M)
+            from datamodules.features import feature_sources
+            from milnce.eval.feature_eval import FeatureRetrievalEvaluator
+
+            evaluators.append(("retrieval", FeatureRetrievalEvaluator(
+                _retrieval_set(r, data_root), feature_sources(cfg.data), normalize=r.normalize,
+                max_words=r.max_words, out_dir=str(out_dir / r.name))))
+            continue
+        evaluators.append(("retrieval", RetrievalEvaluator(
+            _retrieval_set(r, data_root), num_windows=r.num_windows, num_frames=r.num_frames, fps=r.fps,
+            size=r.size, pooling=r.pooling, normalize=r.normalize, max_words=r.max_words, num_workers=workers,
+            out_dir=str(out_dir / r.name), cache_max_bytes=2 << 30 if _evaluates_during_training(cfg) else 0)))
+    c = cfg.eval.crosstask
+    if c is not None:
+        release = CrossTaskRelease(Path(c.root) if c.root else data_root / "crosstask")
+        evaluators.append(("crosstask", StepLocalizationEvaluator(
+            release, window_seconds=c.window_seconds, num_frames=c.num_frames, size=c.size, cost=c.cost,
+            inference=c.inference, use_split=c.use_split, split_seed=c.split_seed,
+            train_videos_per_task=c.train_videos_per_task, logits=c.logits, out_dir=str(out_dir / "crosstask"))))
+    return evaluators
+
+
+def build_eval_callbacks(cfg: DictConfig) -> List[Any]:
+    callbacks = []
+    for kind, evaluator in build_evaluators(cfg):
+        cls = RetrievalEvaluation if kind == "retrieval" else StepLocalization
+        callbacks.append(cls(evaluator, every_n_steps=cfg.eval.every_n_steps, subset=cfg.eval.subset,
+                             every_n_epochs=cfg.eval.every_n_epochs, at_fractions=list(cfg.eval.at_fractions)))
+    return callbacks
+
+
+def collect_metrics(callbacks: List[Any]) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """Final metrics (flat, e.g. youcook2/R10, chance/youcook2/R10) and protocol cards of every evaluation callback."""
+    metrics: Dict[str, float] = {}
+    cards: Dict[str, Any] = {}
+    for cb in callbacks:
+        if isinstance(cb, (RetrievalEvaluation, StepLocalization)) and cb.last_metrics:
+            metrics.update(cb.last_metrics)
+            cards[cb.prefix] = cb.last_card
+    return metrics, cards
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """Run every configured evaluator on `cfg.checkpoint` (ours, converted, or the released S3D + s3d_dict.npy)."""
+    from milnce.api import load_model
+    from milnce.eval.callbacks import flatten_metrics
+
+    if not cfg.checkpoint:
+        raise ValueError("checkpoint=PATH is required (a .ckpt of ours, a converted file, or s3d_howto100m.pth)")
+    module = load_model(cfg.checkpoint, vocab=cfg.model.word2vec.vocab_path)
+    metrics: Dict[str, float] = {}
+    cards: Dict[str, Any] = {}
+    for kind, evaluator in build_evaluators(cfg):
+        prefix = evaluator.dataset.name if kind == "retrieval" else "crosstask"
+        result = evaluator.evaluate(module)
+        metrics.update(flatten_metrics(prefix, result.metrics))
+        cards[prefix] = {**result.card, "checkpoint": str(cfg.checkpoint)}
+    return metrics, cards
