@@ -11,8 +11,8 @@ from typing import Optional
 import decord
 import numpy as np
 
-from datamodules.video.decode import (DecodeError, Targets, VideoInfo, VideoReader, WindowError, check_deadline,
-                               resize_frames)
+from datamodules.video.base import (DecodeError, Targets, VideoInfo, VideoReader, WindowError, check_deadline,
+                                    resize_frames)
 
 _BATCH = 32  # frames per get_batch call: bounds memory on whole videos and lets the deadline be checked
 

@@ -21,8 +21,8 @@ from typing import List, Optional
 import av
 import numpy as np
 
-from datamodules.video.decode import (DecodeError, Targets, VideoInfo, VideoReader, WindowError, check_deadline,
-                               short_side_shape)
+from datamodules.video.base import DecodeError, Targets, VideoInfo, VideoReader, WindowError, check_deadline
+from datamodules.video.transforms import short_side_shape
 
 _TRUNCATION_SLACK = 0.5  # seconds the header's duration may exceed the decodable frames before we call it truncated
 
