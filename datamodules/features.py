@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
 from datamodules.feature_store import (FeatureError, FeatureSource, load_video_features, merge_captions,
                                        pool_clip)
-from datamodules.narrations.bags import NarrationIndex
+from datamodules.feature_store import feature_dim
+from datamodules.narrations.bags import NarrationIndex, build_index_from_captions
+from datamodules.narrations.words import build_vocab
 
 HOWTO100M_SOURCES = (("features/2d", 1.0), ("features/3d", 1.5))
 
@@ -133,7 +135,6 @@ class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
         self.sampler: Optional[EpochShardSampler] = None
 
     def prepare_data(self) -> None:
-        from datamodules.narrations.bags import build_index_from_captions
 
         if not NarrationIndex.exists(self.index_dir):
             build_index_from_captions(self.captions, self.index_dir, progress=self.progress)
@@ -148,7 +149,6 @@ class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
 
     def feature_dim(self) -> int:
         """Concatenated feature size, read off the first video whose files load (for model.gated.input_dim)."""
-        from datamodules.feature_store import feature_dim
 
         self.setup()
         errors = []
@@ -160,8 +160,6 @@ class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
         raise FeatureError(f"no usable features among the first videos: {errors[:3]}")
 
     def vocabulary(self, min_count: int = 1) -> List[str]:
-        from milnce.text.word_tokenizer import build_vocab
-
         self.setup()
         texts = (t for i in range(len(self.index)) for t in self.index.texts(i))
         return build_vocab(texts, min_count=min_count)

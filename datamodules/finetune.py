@@ -33,11 +33,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.video.clip_source import FileClips, MemoryClips
-from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
 from datamodules.benchmarks.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
+from datamodules.benchmarks.youcook2 import read_youcook2_json
+from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
+from datamodules.narrations.words import build_vocab
+from datamodules.video.clip_source import FileClips, MemoryClips
+from datamodules.video.decode import DecodeError, probe, worker_init
 from datamodules.video.transforms import random_crop_flip
-from datamodules.video.decode import DecodeError, probe
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,6 @@ class CaptionedSpan:
 
 def read_youcook2_training(json_path, video_root, split: str = "training"):
     """(spans, paths, missing video ids) of the YouCook2 segments of `split`; videos absent on disk are left out."""
-    from datamodules.benchmarks.youcook2 import read_youcook2_json
 
     items = read_youcook2_json(json_path, video_root, split)
     paths: List[str] = []
@@ -210,8 +211,6 @@ class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
 
     def vocabulary(self, min_count: int = 1) -> List[str]:
         """Words of all training captions, for a word tower without a pretrained vocabulary."""
-        from milnce.text.word_tokenizer import build_vocab
-
         self.setup()
         return build_vocab((c for s in self.spans for c in s.captions), min_count=min_count,
                            lowercase=True)
@@ -236,7 +235,6 @@ class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
                                           c.random_flip, c.seed, fractional_seek=c.fractional_seek)
         self.epoch_sampler(len(self.dataset), c.seed)
         workers = c.num_workers  # a corpus cached in RAM is shared with forked workers, not copied
-        from datamodules.video.decode import worker_init
 
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
                           drop_last=True, pin_memory=torch.cuda.is_available(),

@@ -17,12 +17,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.video.clip_source import FileClips, MemoryClips
 from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
-from datamodules.narrations.bags import NarrationIndex, NoClipFits, TrainingClipSampler
+from datamodules.narrations.bags import NarrationIndex, NoClipFits, TrainingClipSampler, build_index_from_captions
 from datamodules.narrations.readers import read_video_list
+from datamodules.narrations.words import build_vocab
+from datamodules.video.clip_source import FileClips, MemoryClips
+from datamodules.video.decode import DecodeError, worker_init
 from datamodules.video.transforms import random_crop_flip
-from datamodules.video.decode import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,6 @@ class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
 
     # -- corpus -----------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        from datamodules.narrations.bags import build_index_from_captions
 
         if not NarrationIndex.exists(self.index_dir):
             build_index_from_captions(self.captions, self.index_dir, strict=self.strict_captions,
@@ -115,8 +115,6 @@ class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
 
     def vocabulary(self, min_count: int = 1) -> List[str]:
         """Words of all narrations, for a word tower without a pretrained vocabulary."""
-        from milnce.text.word_tokenizer import build_vocab
-
         self.setup()
         texts = (t for i in range(len(self.index)) for t in self.index.texts(i))
         return build_vocab(texts, min_count=min_count)
@@ -144,7 +142,6 @@ class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
                                          c.crop, c.random_flip, c.seed)
         self.epoch_sampler(len(self.dataset), c.seed)
         workers = c.num_workers  # a corpus cached in RAM is shared with forked workers, not copied
-        from datamodules.video.decode import worker_init
 
         return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
                           drop_last=True, pin_memory=torch.cuda.is_available(),

@@ -20,7 +20,12 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from milnce.checkpoint import CheckpointError, load_towers, read_state_dict
 from milnce.eval import common as U
+from milnce.module import VideoTextModule
+from milnce.towers.word2vec import load_vocab
+from datamodules.video.decode import DecodeError, open_reader, probe
+from datamodules.video.transforms import center_crop
 
 PathLike = Union[str, Path]
 # The released S3D_HowTo100M model: 32 frames at 10 fps, 224×224 (PROTOCOLS.md, S3D_HowTo100M README).
@@ -48,8 +53,6 @@ def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu", v
     torch.load(weights_only=True). preprocess: override / complete the stored preprocessing (the released file stores
     none: RELEASED_PREPROCESS is used).
     """
-    from milnce.checkpoint import CheckpointError, load_towers, read_state_dict
-    from milnce.module import VideoTextModule
 
     path = Path(checkpoint)
     state, meta = read_state_dict(path)
@@ -94,7 +97,6 @@ def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu", v
 
 
 def _released_model_cfg(info: Dict[str, Any], state: Dict[str, torch.Tensor], path: Path) -> Dict[str, Any]:
-    from milnce.checkpoint import CheckpointError
 
     if info.get("video_tower") != "s3d":
         raise CheckpointError(f"{path}: no S3D weights (video_tower.conv1.conv1.weight) and no stored model config")
@@ -111,7 +113,6 @@ def _released_model_cfg(info: Dict[str, Any], state: Dict[str, torch.Tensor], pa
 
 
 def _read_vocab(path: PathLike) -> List[str]:
-    from milnce.towers.word2vec import load_vocab
 
     return list(load_vocab(path))
 
@@ -176,8 +177,6 @@ def encode_video(model, videos: Union[PathLike, Sequence[PathLike], torch.Tensor
 
 def _encode_file(model, path: PathLike, window: Optional[float], stride: Optional[float],
                  batch_size: int) -> VideoEmbeddings:
-    from datamodules.video.transforms import center_crop
-    from datamodules.video.decode import DecodeError, open_reader, probe
 
     p = model.preprocess
     clip = clip_seconds(model)

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
+from milnce.towers.s3d import S3D
+from milnce.towers.word2vec import SentenceEmbedding
 
 PathLike = Union[str, Path]
 VIDEO_PREFIX = "video_tower."
@@ -209,8 +211,6 @@ def convert_original(src: PathLike, dst: PathLike, vocab: Optional[List[str]] = 
     The tensors are first loaded strictly into freshly built towers, so a file that would not load later is
     refused now. vocab: the word list (s3d_dict.npy) stored with the weights. Returns what was found.
     """
-    from milnce.towers.s3d import S3D
-    from milnce.towers.word2vec import SentenceEmbedding
 
     state, meta = read_state_dict(src)
     info = meta["inferred"]

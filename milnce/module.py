@@ -13,7 +13,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from milnce.config import ModelConfig, OptimConfig
-from milnce.losses import negatives_per_positive
+from milnce.distributed import gather_no_grad, gather_with_grad
+from milnce.grad_cache import grad_cache_step
+from milnce.losses import build_loss, check_finite, negatives_per_positive
+from milnce.towers.registry import build_text_tower, build_tokenizer, build_video_tower
 from milnce.train.schedule import SCHEDULES
 
 
@@ -30,7 +33,7 @@ class VideoTextModule(pl.LightningModule):
     vocab: the word vocabulary for the word2vec text tower (position i → token id i+1); stored in checkpoints.
     num_candidates: K narrations per clip in training batches.
     preprocess: how clips must be decoded for this model (fps, frames, size); stored in checkpoints so
-    `encode_video` on a loaded model needs no guessing.
+    `milnce.api.encode_video` on a loaded model needs no guessing.
     """
 
     def __init__(self, model_cfg: Any = None, optim_cfg: Any = None, vocab: Optional[Sequence[str]] = None,
@@ -48,8 +51,6 @@ class VideoTextModule(pl.LightningModule):
         self.num_candidates = int(num_candidates)
         self.preprocess = dict(preprocess or {})
 
-        from milnce.losses import build_loss
-        from milnce.towers.registry import build_text_tower, build_tokenizer, build_video_tower
 
         self.video_tower = build_video_tower(model)
         self.text_tower = build_text_tower(model, vocab=self.vocab)
@@ -92,14 +93,6 @@ class VideoTextModule(pl.LightningModule):
         mask = tokens.get("attention_mask")
         return self.embed_text(ids, None if mask is None else mask.to(self.device))
 
-    def encode_video(self, videos, **kwargs):
-        """Paths (sliding windows, preprocessing from the checkpoint) or a uint8 B×3×T×H×W tensor → embeddings.
-
-        See milnce.api.encode_video."""
-        from milnce.api import encode_video
-
-        return encode_video(self, videos, **kwargs)
-
     # ----------------------------------------------------------------- training
     @staticmethod
     def flatten_batch(batch: Dict[str, Any]):
@@ -121,7 +114,6 @@ class VideoTextModule(pl.LightningModule):
         return video, ids, mask, video_ids, valid
 
     def _loss_on_embeddings(self, video_emb, text_emb, video_ids, valid):
-        from milnce.distributed import gather_with_grad, gather_no_grad
 
         if self.model_cfg.gather_negatives and self.trainer is not None and self.trainer.world_size > 1:
             video_emb = gather_with_grad(video_emb, self.model_cfg.gather_gradient)
@@ -132,7 +124,6 @@ class VideoTextModule(pl.LightningModule):
         return loss, video_emb.shape[0]
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
-        from milnce.losses import check_finite
 
         video, ids, mask, video_ids, valid = self.flatten_batch(batch)
         if self.automatic_optimization:
@@ -153,8 +144,6 @@ class VideoTextModule(pl.LightningModule):
         return loss if self.automatic_optimization else None
 
     def _grad_cache_step(self, video, ids, mask, video_ids, valid, batch_idx):
-        from milnce.grad_cache import grad_cache_step
-        from milnce.losses import check_finite
 
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)

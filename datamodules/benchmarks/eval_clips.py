@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.benchmarks.retrieval_items import RetrievalItem
+from datamodules.video.decode import DecodeError, probe, read_clip
+from datamodules.video.transforms import center_crop
 
 
 def window_starts(start: float, end: float, num_windows: int, window_seconds: float) -> np.ndarray:
@@ -29,8 +31,6 @@ def window_starts(start: float, end: float, num_windows: int, window_seconds: fl
 
 
 def _default_io():
-    from datamodules.video.transforms import center_crop
-    from datamodules.video.decode import DecodeError, probe, read_clip
     return read_clip, center_crop, probe, DecodeError
 
 

@@ -26,8 +26,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 from tqdm.auto import tqdm
 
+from datamodules.toy.formats import write_annotations
 from datamodules.toy.render import Mp4Writer, SpriteBank, make_scene, render_frames
-from datamodules.toy.story import Task, Timeline, clip_timeline, make_tasks, narrate, palette, task_timeline
+from datamodules.toy.story import (ACTIONS, COLOURS, SHAPES, Task, Timeline, clip_timeline, make_tasks, narrate,
+                                   palette, step_phrase, step_sentence, task_timeline)
 
 MANIFEST = "toy/manifest.json"
 MSRVTT_TEST_FIRST_ID = 7020
@@ -223,7 +225,6 @@ def make_toy_corpus(root: Union[str, Path], cfg: Optional[ToyCorpusConfig] = Non
     and is an error. `workers` rendering processes (default: up to 4 CPU cores for a corpus of more than 20 videos);
     the output is the same for any number of workers.
     """
-    from datamodules.toy.formats import write_annotations
 
     cfg = cfg or ToyCorpusConfig()
     root = Path(root)
@@ -257,7 +258,6 @@ def make_toy_corpus(root: Union[str, Path], cfg: Optional[ToyCorpusConfig] = Non
 
 def build_manifest(root: Path, cfg: ToyCorpusConfig, tasks: List[Task], plans: List[VideoPlan],
                    num_frames: Dict[str, int], seconds: float) -> Dict[str, Any]:
-    from datamodules.toy.story import ACTIONS, COLOURS, SHAPES, step_phrase, step_sentence
 
     videos = {}
     for p in plans:

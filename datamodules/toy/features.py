@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from datamodules.narrations.readers import read_video_list
+from datamodules.video.decode import DecodeError, read_video
 
 DECODE_FPS = 6.0         # 1 s = 6 frames (2D rows), 2/3 s = 4 frames (3D rows)
 RATE_2D, RATE_3D = 1.0, 1.5
@@ -62,7 +64,6 @@ def _write(path: Path, x: np.ndarray, rate: float, extractor: str) -> None:
 
 def extract_video(path: str, video_id: str, out_dir: Path, size: int = 48) -> Tuple[int, int]:
     """Write both feature files of one video; (rows 2D, rows 3D). Raises datamodules.video.decode.DecodeError."""
-    from datamodules.video.decode import read_video
 
     frames = read_video(path, DECODE_FPS, size).numpy()
     x2, x3 = features_2d(frames), features_3d(frames)
@@ -73,7 +74,6 @@ def extract_video(path: str, video_id: str, out_dir: Path, size: int = 48) -> Tu
 
 def toy_videos(root: Path) -> List[Tuple[str, str]]:
     """(video_id, path) of the toy corpus' training videos and its YouCook2 / MSR-VTT evaluation videos."""
-    from datamodules.narrations.readers import read_video_list
 
     root = Path(root)
     out: Dict[str, str] = {}
@@ -88,7 +88,6 @@ def toy_videos(root: Path) -> List[Tuple[str, str]]:
 def extract_toy_features(root: Path, out_dir: Path = None, videos: Iterable[Tuple[str, str]] = None,
                          overwrite: bool = False, progress: bool = True) -> Dict[str, int]:
     """Features of every toy video (or `videos`) under out_dir (default <root>/features); counts by outcome."""
-    from datamodules.video.decode import DecodeError
 
     root = Path(root)
     out_dir = Path(out_dir) if out_dir else root / "features"

@@ -21,10 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datamodules.benchmarks.crosstask import CrossTaskRelease, CrossTaskVideo, read_assignment
 from milnce.eval import common as U
+from datamodules.benchmarks.crosstask import CrossTaskRelease, CrossTaskVideo, read_assignment
 from milnce.eval.localization import (InfeasibleAlignment, align_steps, argmax_steps, chance_recall, crosstask_recall,
                                  step_costs)
+from milnce.eval.plots import plot_step_scores
+from datamodules.video.decode import DecodeError, probe, read_clip, read_video
+from datamodules.video.transforms import center_crop
 
 log = logging.getLogger(__name__)
 COSTS = ("log_softmax", "similarity")
@@ -43,8 +46,6 @@ class StepLocalizationResult(NamedTuple):
 
 
 def _default_io():
-    from datamodules.video.transforms import center_crop
-    from datamodules.video.decode import DecodeError, probe, read_clip, read_video
     return {"read_clip": read_clip, "read_video": read_video, "probe": probe, "center_crop": center_crop,
             "decode_error": DecodeError}
 
@@ -237,7 +238,6 @@ class StepLocalizationEvaluator:
             card["missing_list"] = str(path)
         flat = sorted((t, v) for t, vs in videos.items() for v in vs)
         if self.num_plots > 0 and flat:
-            from milnce.eval.plots import plot_step_scores
             pick = np.random.RandomState(self.plot_seed).choice(len(flat), min(self.num_plots, len(flat)), replace=False)
             card["plots"] = []
             for j in sorted(pick):

@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
+from milnce.eval.results_table import results_markdown
 
 PathLike = Union[str, Path]
 RECALL_KS = ("R1", "R5", "R10")
@@ -194,7 +195,6 @@ def _shorten(value: Any) -> Any:
 
 def write_report(run_dir: PathLike) -> Path:
     """Write run_dir/report.md and run_dir/report/*.png; returns the report path."""
-    from milnce.eval.results_table import results_markdown
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

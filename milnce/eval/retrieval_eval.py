@@ -17,10 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from milnce.eval import common as U
+from milnce.eval.plots import plot_rank_histogram
+from milnce.eval.retrieval import metrics_from_ranks, rank_histogram, retrieval_metrics, retrieval_ranks
 from datamodules.benchmarks.eval_clips import RetrievalClips, collate_windows
 from datamodules.benchmarks.retrieval_items import RetrievalSet
-from milnce.eval import common as U
-from milnce.eval.retrieval import metrics_from_ranks, rank_histogram, retrieval_metrics, retrieval_ranks
 
 POOLINGS = ("mean", "max")
 
@@ -186,7 +187,6 @@ class RetrievalEvaluator:
                                     for i, e in failed))
             card["failed_list"] = str(path)
         try:
-            from milnce.eval.plots import plot_rank_histogram
             card["rank_histogram_png"] = str(plot_rank_histogram(ranks, out / f"{name}_ranks.png", title=name))
         except ImportError:  # matplotlib absent: the histogram data is still in the card
             pass

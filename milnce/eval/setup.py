@@ -6,18 +6,24 @@ from typing import Any, Dict, List, Tuple
 
 from omegaconf import DictConfig
 
-from milnce.eval.callbacks import RetrievalEvaluation, StepLocalization
+from milnce.api import load_model
+from milnce.eval.callbacks import RetrievalEvaluation, StepLocalization, flatten_metrics
+from milnce.eval.feature_eval import FeatureRetrievalEvaluator
+from milnce.eval.localization_eval import StepLocalizationEvaluator
+from milnce.eval.retrieval_eval import RetrievalEvaluator
+from datamodules.benchmarks.crosstask import CrossTaskRelease
+from datamodules.benchmarks.msrvtt import read_msrvtt
+from datamodules.benchmarks.youcook2 import read_youcook2
+from datamodules.features import feature_sources
 
 
 def _retrieval_set(r: DictConfig, data_root: Path):
     if r.name == "youcook2":
-        from datamodules.benchmarks.youcook2 import read_youcook2
 
         csv = Path(r.csv) if r.csv else data_root / "youcook2" / "validation_youcook.csv"
         root = Path(r.video_root) if r.video_root else csv.parent
         return read_youcook2(csv, root)
     if r.name == "msrvtt":
-        from datamodules.benchmarks.msrvtt import read_msrvtt
 
         csv = Path(r.csv) if r.csv else data_root / "msrvtt" / "msrvtt_test.csv"
         root = Path(r.video_root) if r.video_root else csv.parent / "videos"
@@ -33,9 +39,6 @@ def _evaluates_during_training(cfg: DictConfig) -> bool:
 
 def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
     """[(kind, evaluator)] for every retrieval set and CrossTask configured under `eval`."""
-    from milnce.eval.localization_eval import StepLocalizationEvaluator
-    from milnce.eval.retrieval_eval import RetrievalEvaluator
-    from datamodules.benchmarks.crosstask import CrossTaskRelease
 
     data_root = Path(cfg.data.root)
     out_dir = Path(cfg.run_dir) / "eval"
@@ -43,8 +46,6 @@ def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
     evaluators: List[Tuple[str, Any]] = []
     for r in cfg.eval.retrieval:
         if cfg.data.dataset == "features":  # the same protocol on pre-extracted features (HowTo100M)
-            from datamodules.features import feature_sources
-            from milnce.eval.feature_eval import FeatureRetrievalEvaluator
 
             evaluators.append(("retrieval", FeatureRetrievalEvaluator(
                 _retrieval_set(r, data_root), feature_sources(cfg.data), normalize=r.normalize,
@@ -86,8 +87,6 @@ def collect_metrics(callbacks: List[Any]) -> Tuple[Dict[str, float], Dict[str, A
 
 def evaluate_checkpoint(cfg: DictConfig) -> Tuple[Dict[str, float], Dict[str, Any]]:
     """Run every configured evaluator on `cfg.checkpoint` (ours, converted, or the released S3D + s3d_dict.npy)."""
-    from milnce.api import load_model
-    from milnce.eval.callbacks import flatten_metrics
 
     if not cfg.checkpoint:
         raise ValueError("checkpoint=PATH is required (a .ckpt of ours, a converted file, or s3d_howto100m.pth)")

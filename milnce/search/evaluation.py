@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from datamodules.toy.corpus import load_manifest
 
 PathLike = Union[str, Path]
 
@@ -69,7 +70,6 @@ def evaluate_toy_search(searcher, toy_root: PathLike, k: int = 5, min_overlap: f
                         distinct: bool = False) -> Dict[str, Any]:
     """Precision@k of every object×action query occurring in the indexed toy videos, with its chance level and
     the fraction of queries with at least one hit in the top k."""
-    from datamodules.toy.corpus import load_manifest
 
     manifest = load_manifest(toy_root)
     segments = segments_by_video(manifest)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 from urllib.parse import parse_qs, quote, urlparse
 
+from milnce.api import encode_text, load_model
 from milnce.search.index import MomentIndex, read_settings
+from datamodules.video.decode import read_clip
 
 PathLike = Union[str, Path]
 MAX_QUERY_CHARS = 500
@@ -34,7 +36,6 @@ class Searcher:
             ckpt = checkpoint or read_settings(index_dir).get("checkpoint")
             if not ckpt:
                 raise ValueError(f"{index_dir}: the index names no checkpoint; pass --checkpoint")
-            from milnce.api import load_model
 
             model = load_model(ckpt, device=device, vocab=vocab)
         self.model = model
@@ -42,7 +43,6 @@ class Searcher:
         self._thumbs: Dict[int, bytes] = {}
 
     def search(self, text: str, k: int = 10, distinct: bool = False) -> List[Dict[str, Any]]:
-        from milnce.api import encode_text
 
         if not text.strip():
             return []
@@ -61,7 +61,6 @@ class Searcher:
         if row not in self._thumbs:
             from PIL import Image
 
-            from datamodules.video.decode import read_clip
 
             _, start, end = self.index.rows[row]
             frame = read_clip(self.video_path(row), (float(start) + float(end)) / 2, 1, 1.0, size)[0].numpy()

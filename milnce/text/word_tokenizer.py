@@ -6,21 +6,11 @@ dropped (there is no UNK), and the ids are truncated or right-padded with 0 to m
 """
 from __future__ import annotations
 
-import re
-from collections import Counter
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 
-WORD_PATTERN = re.compile(r"[\w']+")
-
-
-def split_words(text, lowercase: bool = True) -> List[str]:
-    text = str(text)
-    if lowercase:
-        text = text.lower()
-    return WORD_PATTERN.findall(text)
-
+from datamodules.narrations.words import WORD_PATTERN, build_vocab, split_words  # noqa: F401 (re-exported)
 
 class WordTokenizer:
     """`tokenizer(list[str]) -> {"input_ids": LongTensor N×max_words}` over a fixed word vocabulary.
@@ -54,11 +44,3 @@ class WordTokenizer:
             if ids:
                 input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return {"input_ids": input_ids}
-
-
-def build_vocab(texts: Iterable[str], min_count: int = 1, lowercase: bool = True) -> List[str]:
-    """Every word seen at least min_count times in texts (tokenized as WordTokenizer does), sorted."""
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(split_words(text, lowercase))
-    return sorted(word for word, n in counts.items() if n >= min_count)

@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
+from datamodules.benchmarks.crosstask import CrossTaskRelease, read_video_list as read_crosstask_videos
+from datamodules.benchmarks.msrvtt import read_msrvtt
+from datamodules.benchmarks.youcook2 import read_youcook2
+from datamodules.narrations.readers import read_video_list
+from datamodules.video.decode import DecodeError, probe, read_clip
 
 PathLike = Union[str, Path]
 
@@ -45,7 +50,6 @@ class AuditReport:
 # ------------------------------------------------------------------------------------------------ lists
 def list_howto100m(video_csv: PathLike, video_root: PathLike) -> List[ListedVideo]:
     """HowTo100M / MIL-NCE video list (column video_path, relative to video_root)."""
-    from datamodules.narrations.readers import read_video_list
 
     root = Path(video_root)
     out = []
@@ -65,14 +69,13 @@ def list_retrieval(items) -> List[ListedVideo]:
 
 def list_crosstask(root: PathLike, videos_dir: Optional[PathLike] = None) -> List[ListedVideo]:
     """Every primary-task (task, video) pair of videos.csv (+ videos_val.csv when present), found or not."""
-    from datamodules.benchmarks.crosstask import CrossTaskRelease, read_video_list
 
     release = CrossTaskRelease(root, videos_dir=videos_dir)
     out, seen = [], set()
     for csv_path in (release.videos_csv, release.val_csv):
         if not csv_path.is_file():
             continue
-        for task, vids in read_video_list(csv_path).items():
+        for task, vids in read_crosstask_videos(csv_path).items():
             if task not in release.tasks:
                 continue
             for vid in vids:
@@ -89,11 +92,9 @@ def dataset_list(dataset: str, annotations: PathLike, video_root: Optional[PathL
             raise ValueError("howto100m: --video-root is needed (video_path entries are relative to it)")
         return list_howto100m(annotations, video_root)
     if dataset == "youcook2":
-        from datamodules.benchmarks.youcook2 import read_youcook2
 
         return list_retrieval(read_youcook2(annotations, video_root or Path(annotations).parent))
     if dataset == "msrvtt":
-        from datamodules.benchmarks.msrvtt import read_msrvtt
 
         return list_retrieval(read_msrvtt(annotations, video_root or Path(annotations).parent / "videos"))
     if dataset == "crosstask":
@@ -104,7 +105,6 @@ def dataset_list(dataset: str, annotations: PathLike, video_root: Optional[PathL
 # ------------------------------------------------------------------------------------------------ checking
 def check_video(path: str) -> Tuple[Optional[float], Optional[str]]:
     """(duration seconds, None) when the file probes and its first frame decodes, else (None, reason)."""
-    from datamodules.video.decode import DecodeError, probe, read_clip
 
     try:
         info = probe(path)

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from milnce.checkpoint import CheckpointError
 
 TMP_SUFFIX = ".partial"
 
@@ -57,7 +58,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Optional[Any] = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:
-        from milnce.checkpoint import CheckpointError
 
         if weights_only is False:
             raise CheckpointError(f"{path}: refusing weights_only=False (checkpoints are loaded as plain data only)")

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from milnce.config import load_config
+from milnce.eval.setup import build_evaluators
+from milnce.train.run import build_datamodule, build_module, train, training_vocabulary
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ROWS = ("zero_shot", "scratch", "finetuned")
@@ -26,7 +28,6 @@ SHOWN = ("R1", "R5", "R10", "MedR")
 
 def pretrain_demo(work_dir: Path, overrides: Sequence[str] = ()) -> Path:
     """Run the demo pretraining (no evaluation) into work_dir/pretrain, or reuse a finished one; its last.ckpt."""
-    from milnce.train.run import train
 
     run_dir = work_dir / "pretrain"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -50,8 +51,6 @@ def finetune_config(dataset: str, run_dir: Path, init_from: Optional[str], steps
 
 def evaluate_checkpoint(cfg) -> Dict[str, float]:
     """The retrieval metrics of cfg.model.init_from as it is (the fine-tuning config's model and evaluator)."""
-    from milnce.eval.setup import build_evaluators
-    from milnce.train.run import build_datamodule, build_module, training_vocabulary
 
     module = build_module(cfg, training_vocabulary(cfg, build_datamodule(cfg)))
     (kind, evaluator), = [e for e in build_evaluators(cfg) if e[0] == "retrieval"]
@@ -68,7 +67,6 @@ def finetune_table(pretrained: Optional[str] = None, dataset: str = "youcook2", 
                    work_dir: str = "runs/finetune_table", scratch_lr: float = 1e-3,
                    overrides: Sequence[str] = (), pretrain_overrides: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
     """{row: metrics} for zero_shot, scratch and finetuned (metrics keyed R1, R5, R10, MedR, … in percent)."""
-    from milnce.train.run import train
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)

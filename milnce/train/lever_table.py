@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 from milnce.config import load_config
+from milnce.train.run import train as train_run
+from milnce.train.step_benchmark import benchmark_step
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 HEADLINE = ("youcook2/R1", "youcook2/R10", "youcook2/MedR", "crosstask/recall", "crosstask/recall_argmax")
@@ -56,8 +58,6 @@ def lever_table(config: str = str(CONF / "demo.yaml"), work_dir: str = "runs/lev
                 names: Sequence[str] = (), overrides: Sequence[str] = (), bench_steps: int = 20,
                 train: bool = True) -> List[Dict[str, Any]]:
     """Rows of {name, change, ms_per_step, steps, metrics}; written to work_dir/table.json as they finish."""
-    from milnce.train.run import train as train_run
-    from milnce.train.step_benchmark import benchmark_step
 
     levers = [lv for lv in LEVERS if not names or lv.name in names]
     if levers[0].name != "demo":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from milnce.config import load_config
+from milnce.train.run import train
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ROWS = ("mil_nce", "nce", "max_margin")
@@ -33,7 +34,6 @@ def row_overrides(row: str, num_candidates: int) -> list:
 def compare_losses(config: str = str(CONF / "demo.yaml"), work_dir: str = "runs/compare_losses",
                    overrides: Sequence[str] = (), rows: Sequence[str] = ROWS) -> Dict[str, Dict[str, float]]:
     """{row: final metrics.json of that run} for every row, each trained anew in work_dir/<row>."""
-    from milnce.train.run import train
 
     base = load_config(config, overrides)
     k = int(base.data.num_candidates)

@@ -13,8 +13,20 @@ from typing import Any, Dict, List, Optional
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from milnce.checkpoint import load_towers, read_state_dict
 from milnce.config import to_yaml
+from milnce.eval.report import write_report
+from milnce.eval.results_table import results_markdown
+from milnce.eval.setup import build_eval_callbacks, collect_metrics
+from milnce.module import VideoTextModule
+from milnce.train.checkpoint_io import AtomicCheckpointIO
+from milnce.train.failures import FailureBudget
 from milnce.train.threads import denormals_flushed, pin_torch_threads
+from milnce.train.throughput import ThroughputMonitor, TrainingClock
+from datamodules.features import FeatureDataModule
+from datamodules.finetune import FinetuneDataModule
+from datamodules.howto100m import HowTo100MDataModule
+from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
 
 log = logging.getLogger("milnce")
 
@@ -29,7 +41,6 @@ def ensure_corpus(cfg: DictConfig) -> None:
     """The toy corpus is the embedded default: generate it where it is absent (or half-written)."""
     if cfg.data.dataset != "toy":
         return
-    from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
 
     root = Path(cfg.data.root)
     if not cfg.toy.generate:
@@ -48,15 +59,12 @@ def ensure_corpus(cfg: DictConfig) -> None:
 
 def build_datamodule(cfg: DictConfig):
     if cfg.data.dataset in ("toy", "howto100m"):
-        from datamodules.howto100m import HowTo100MDataModule
 
         return HowTo100MDataModule(cfg.data)
     if cfg.data.dataset in ("youcook2", "msrvtt"):
-        from datamodules.finetune import FinetuneDataModule
 
         return FinetuneDataModule(cfg.data)
     if cfg.data.dataset == "features":
-        from datamodules.features import FeatureDataModule
 
         return FeatureDataModule(cfg.data)
     raise ValueError(f"data.dataset: unknown dataset '{cfg.data.dataset}' (valid: toy, howto100m, youcook2, "
@@ -64,14 +72,12 @@ def build_datamodule(cfg: DictConfig):
 
 
 def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
-    from milnce.module import VideoTextModule
 
     preprocess = {"fps": cfg.data.fps, "num_frames": cfg.data.num_frames, "resize": cfg.data.resize,
                   "crop": cfg.data.crop}
     module = VideoTextModule(cfg.model, cfg.optim, vocab=vocab, num_candidates=cfg.data.num_candidates,
                              preprocess=preprocess)
     if cfg.model.init_from:
-        from milnce.checkpoint import load_towers, read_state_dict
 
         state, _ = read_state_dict(cfg.model.init_from)
         load_towers(module.video_tower, module.text_tower, state, strict=True)
@@ -84,7 +90,6 @@ def training_vocabulary(cfg: DictConfig, datamodule) -> Optional[List[str]]:
         return None
     if cfg.model.init_from:
         # fine-tuning: the word table's rows belong to the checkpoint's vocabulary, not the new corpus's words
-        from milnce.checkpoint import read_state_dict
 
         _, meta = read_state_dict(cfg.model.init_from)
         vocab = (meta.get("milnce") or {}).get("vocab")
@@ -98,9 +103,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    from milnce.train.checkpoint_io import AtomicCheckpointIO
-    from milnce.train.failures import FailureBudget
-    from milnce.train.throughput import ThroughputMonitor, TrainingClock
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
@@ -135,7 +137,6 @@ def write_results(run_dir: Path, metrics: Dict[str, float], cards: Dict[str, Any
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     (run_dir / "protocol_cards.json").write_text(json.dumps(cards, indent=2, sort_keys=True, default=str) + "\n")
-    from milnce.eval.results_table import results_markdown
 
     table = results_markdown(metrics, cards)
     (run_dir / "results.md").write_text(table)
@@ -161,7 +162,6 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     module.manual_clip_val = cfg.trainer.gradient_clip_val
     datamodule.tokenizer = module.tokenizer
 
-    from milnce.eval.setup import build_eval_callbacks, collect_metrics
 
     eval_callbacks = build_eval_callbacks(cfg)
     trainer = build_trainer(cfg, run_dir, eval_callbacks)
@@ -180,7 +180,6 @@ def train(cfg: DictConfig) -> Dict[str, float]:
         metrics["train/final_loss"] = float(loss)
     if trainer.is_global_zero:
         write_results(run_dir, metrics, cards)
-        from milnce.eval.report import write_report
 
         print(f"[milnce] report: {write_report(run_dir)}")
     return metrics

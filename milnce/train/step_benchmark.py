@@ -23,6 +23,9 @@ from typing import Any, Callable, Dict, List
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from milnce.train.run import (build_datamodule, build_module, build_trainer, decoding_workers, ensure_corpus,
+                              training_vocabulary)
+from milnce.train.threads import denormals_flushed, pin_torch_threads
 
 PARTS = ("data_wait", "video_forward", "text_forward", "loss", "backward", "video_backward", "optimizer")
 
@@ -48,7 +51,6 @@ def _ms(seconds: List[float]) -> float:
 
 
 def _ours(cfg: DictConfig, module, datamodule, steps: int, warmup: int) -> float:
-    from milnce.train.run import build_trainer
 
     timer = _StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench_step_") as run_dir:
@@ -102,8 +104,6 @@ def _bare(module, loader_fn: Callable, steps: int, warmup: int, parts: bool) -> 
 
 def benchmark_step(cfg: DictConfig, steps: int = 30, warmup: int = 5, rounds: int = 2) -> Dict[str, Any]:
     """Median ms per step, ours and bare, over `rounds` alternating rounds of `steps` timed steps each."""
-    from milnce.train.run import build_datamodule, build_module, decoding_workers, ensure_corpus, training_vocabulary
-    from milnce.train.threads import denormals_flushed, pin_torch_threads
 
     threads = pin_torch_threads(cfg.trainer.num_threads, processes=1, loader_workers=decoding_workers(cfg))
     pl.seed_everything(cfg.seed, workers=True)
