@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
+from datamodules.base import TrainingDataModule
+from datamodules.epoch_sampler import split_sample_index, with_replacement
 from datamodules.feature_store import (FeatureError, FeatureSource, load_video_features, merge_captions,
                                        pool_clip)
 from datamodules.feature_store import feature_dim
 from datamodules.narrations.bags import NarrationIndex, build_index_from_captions
-from datamodules.narrations.words import build_vocab
 
 HOWTO100M_SOURCES = (("features/2d", 1.0), ("features/3d", 1.5))
 
@@ -117,25 +116,19 @@ class FeatureClips(Dataset):
         return out
 
 
-class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
+class FeatureDataModule(TrainingDataModule):
     """Narrated videos as pre-extracted features (HowTo100M layout). `data_cfg` follows milnce.config.DataConfig:
     root, captions, feature_sources, clips_per_video, min_time, batch_size, num_workers, cache_in_memory, seed."""
 
     def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True):
-        super().__init__()
-        self.cfg = data_cfg
-        self.tokenizer = tokenizer
-        self.progress = progress
+        super().__init__(data_cfg, tokenizer, progress)
         root = Path(data_cfg.root)
         self.captions = Path(data_cfg.captions) if data_cfg.captions else root / "howto100m" / "caption.json"
         self.index_dir = root / "howto100m" / "narration_index"
         self.sources = feature_sources(data_cfg)
         self.index: Optional[NarrationIndex] = None
-        self.dataset: Optional[FeatureClips] = None
-        self.sampler: Optional[EpochShardSampler] = None
 
     def prepare_data(self) -> None:
-
         if not NarrationIndex.exists(self.index_dir):
             build_index_from_captions(self.captions, self.index_dir, progress=self.progress)
 
@@ -149,7 +142,6 @@ class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
 
     def feature_dim(self) -> int:
         """Concatenated feature size, read off the first video whose files load (for model.gated.input_dim)."""
-
         self.setup()
         errors = []
         for vid in list(self.index.video_ids)[:20]:
@@ -159,21 +151,17 @@ class FeatureDataModule(ResumableEpochs, pl.LightningDataModule):
                 errors.append(str(err))
         raise FeatureError(f"no usable features among the first videos: {errors[:3]}")
 
-    def vocabulary(self, min_count: int = 1) -> List[str]:
-        self.setup()
-        texts = (t for i in range(len(self.index)) for t in self.index.texts(i))
-        return build_vocab(texts, min_count=min_count)
+    def vocabulary_texts(self):
+        return (t for i in range(len(self.index)) for t in self.index.texts(i))
+
+    def build_dataset(self) -> FeatureClips:
+        c = self.cfg
+        return FeatureClips(self.index, self.sources, self.tokenizer, c.clips_per_video, c.min_time, c.seed,
+                            cache=bool(c.cache_in_memory))
+
+    def loader_workers(self) -> int:
+        return 0 if self.cfg.cache_in_memory else self.cfg.num_workers
 
     def train_dataloader(self) -> DataLoader:
-        if self.tokenizer is None:
-            raise RuntimeError("FeatureDataModule needs a tokenizer (set .tokenizer = module.tokenizer)")
-        self.setup()
-        c = self.cfg
-        if self.dataset is None:
-            self.dataset = FeatureClips(self.index, self.sources, self.tokenizer, c.clips_per_video, c.min_time,
-                                        c.seed, cache=bool(c.cache_in_memory))
-        self.epoch_sampler(len(self.dataset), c.seed)
-        workers = 0 if c.cache_in_memory else c.num_workers
-        # drop_last: max-margin's same-video weighting assumes full batches, as the original's fixed mask
-        return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
-                          drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+        # drop_last (the base's): max-margin's same-video weighting assumes full batches, as the original's fixed mask
+        return super().train_dataloader()

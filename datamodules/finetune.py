@@ -29,16 +29,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.benchmarks.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
 from datamodules.benchmarks.youcook2 import read_youcook2_json
-from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
-from datamodules.narrations.words import build_vocab
-from datamodules.video.clip_source import FileClips, MemoryClips
-from datamodules.video.decode import DecodeError, probe, worker_init
+from datamodules.base import TrainingDataModule
+from datamodules.epoch_sampler import split_sample_index, with_replacement
+from datamodules.video.decode import DecodeError, probe
 from datamodules.video.transforms import random_crop_flip
 
 log = logging.getLogger(__name__)
@@ -168,11 +166,10 @@ class CaptionedClips(Dataset):
         return out
 
 
-class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
+class FinetuneDataModule(TrainingDataModule):
     """YouCook2 / MSR-VTT fine-tuning (data.dataset). `data_cfg` follows milnce.config.DataConfig."""
 
     def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True):
-        super().__init__()
         if data_cfg.dataset not in DATASETS:
             raise ValueError(f"data.dataset: FinetuneDataModule reads {', '.join(DATASETS)}, "
                              f"got '{data_cfg.dataset}'")
@@ -180,9 +177,7 @@ class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
             raise ValueError("fine-tuning items are one clip with one caption: data.num_candidates and "
                              f"data.clips_per_video must be 1 (got {data_cfg.num_candidates}, "
                              f"{data_cfg.clips_per_video})")
-        self.cfg = data_cfg
-        self.tokenizer = tokenizer
-        self.progress = progress
+        super().__init__(data_cfg, tokenizer, progress)
         root = Path(data_cfg.root)
         youcook = data_cfg.dataset == "youcook2"
         default_json = "youcookii_annotations_trainval.json" if youcook else "MSRVTT_data.json"
@@ -192,8 +187,6 @@ class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
         self.spans: Optional[List[CaptionedSpan]] = None
         self.paths: List[str] = []
         self.missing: List[str] = []
-        self.dataset: Optional[CaptionedClips] = None
-        self.sampler: Optional[EpochShardSampler] = None
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.spans is not None:
@@ -209,33 +202,10 @@ class FinetuneDataModule(ResumableEpochs, pl.LightningDataModule):
             raise FileNotFoundError(f"none of the training videos of {self.annotations} is under {self.video_root}")
         self.spans, self.paths, self.missing = spans, paths, missing
 
-    def vocabulary(self, min_count: int = 1) -> List[str]:
-        """Words of all training captions, for a word tower without a pretrained vocabulary."""
-        self.setup()
-        return build_vocab((c for s in self.spans for c in s.captions), min_count=min_count,
-                           lowercase=True)
+    def vocabulary_texts(self):
+        return (c for s in self.spans for c in s.captions)
 
-    def _clips(self):
+    def build_dataset(self) -> CaptionedClips:
         c = self.cfg
-        if c.cache_in_memory:
-            clips = MemoryClips(self.paths, c.fps, c.resize, progress=self.progress)
-            if clips.failed:
-                log.warning("%d videos failed to decode and are skipped: %s", len(clips.failed),
-                            list(clips.failed)[:5])
-            return clips
-        return FileClips(self.paths, c.resize, backend=c.backend)
-
-    def train_dataloader(self) -> DataLoader:
-        if self.tokenizer is None:
-            raise RuntimeError("FinetuneDataModule needs a tokenizer (set .tokenizer = module.tokenizer)")
-        self.setup()
-        c = self.cfg
-        if self.dataset is None:
-            self.dataset = CaptionedClips(self.spans, self._clips(), self.tokenizer, c.num_frames, c.fps, c.crop,
-                                          c.random_flip, c.seed, fractional_seek=c.fractional_seek)
-        self.epoch_sampler(len(self.dataset), c.seed)
-        workers = c.num_workers  # a corpus cached in RAM is shared with forked workers, not copied
-
-        return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
-                          drop_last=True, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=workers > 0, worker_init_fn=worker_init if workers else None)
+        return CaptionedClips(self.spans, self.clip_source(self.paths), self.tokenizer, c.num_frames, c.fps, c.crop,
+                              c.random_flip, c.seed, fractional_seek=c.fractional_seek)

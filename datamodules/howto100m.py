@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs, split_sample_index, with_replacement
+from datamodules.base import TrainingDataModule
+from datamodules.epoch_sampler import split_sample_index, with_replacement
 from datamodules.narrations.bags import NarrationIndex, NoClipFits, TrainingClipSampler, build_index_from_captions
 from datamodules.narrations.readers import read_video_list
-from datamodules.narrations.words import build_vocab
-from datamodules.video.clip_source import FileClips, MemoryClips
-from datamodules.video.decode import DecodeError, worker_init
+from datamodules.video.decode import DecodeError
 from datamodules.video.transforms import random_crop_flip
 
 log = logging.getLogger(__name__)
@@ -73,15 +71,12 @@ class NarratedClips(Dataset):
         return out
 
 
-class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
+class HowTo100MDataModule(TrainingDataModule):
     """Narrated-video pretraining (HowTo100M layout). `data_cfg` follows milnce.config.DataConfig."""
 
     def __init__(self, data_cfg: Any, tokenizer: Optional[Callable] = None, progress: bool = True,
                  strict_captions: bool = False):
-        super().__init__()
-        self.cfg = data_cfg
-        self.tokenizer = tokenizer
-        self.progress = progress
+        super().__init__(data_cfg, tokenizer, progress)
         self.strict_captions = strict_captions  # bad caption rows: error (True) or dropped, counted and warned
         root = Path(data_cfg.root)
         self.video_root = Path(data_cfg.video_root) if data_cfg.video_root else root / "videos"
@@ -89,12 +84,9 @@ class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
         self.captions = Path(data_cfg.captions) if data_cfg.captions else root / "howto100m" / "caption.json"
         self.index_dir = root / "howto100m" / "narration_index"
         self.index: Optional[NarrationIndex] = None
-        self.dataset: Optional[NarratedClips] = None
-        self.sampler: Optional[EpochShardSampler] = None
 
     # -- corpus -----------------------------------------------------------------------------
     def prepare_data(self) -> None:
-
         if not NarrationIndex.exists(self.index_dir):
             build_index_from_captions(self.captions, self.index_dir, strict=self.strict_captions,
                                       progress=self.progress)
@@ -113,36 +105,13 @@ class HowTo100MDataModule(ResumableEpochs, pl.LightningDataModule):
         self.index = index.subset(keep) if missing else index
         self.paths = [str(self.video_root / listed[vid]) for vid in self.index.video_ids]
 
-    def vocabulary(self, min_count: int = 1) -> List[str]:
-        """Words of all narrations, for a word tower without a pretrained vocabulary."""
-        self.setup()
-        texts = (t for i in range(len(self.index)) for t in self.index.texts(i))
-        return build_vocab(texts, min_count=min_count)
+    def vocabulary_texts(self):
+        return (t for i in range(len(self.index)) for t in self.index.texts(i))
 
     # -- loaders ----------------------------------------------------------------------------
-    def _clips(self):
+    def build_dataset(self) -> NarratedClips:
         c = self.cfg
-        if c.cache_in_memory:
-            clips = MemoryClips(self.paths, c.fps, c.resize, progress=self.progress, backend=c.backend)
-            if clips.failed:
-                log.warning("%d videos failed to decode and are skipped: %s", len(clips.failed),
-                            list(clips.failed)[:5])
-            return clips
-        return FileClips(self.paths, c.resize, backend=c.backend, timeout=c.decode_timeout)
-
-    def train_dataloader(self) -> DataLoader:
-        if self.tokenizer is None:
-            raise RuntimeError("HowTo100MDataModule needs a tokenizer (set .tokenizer = module.tokenizer)")
-        self.setup()
-        c = self.cfg
-        if self.dataset is None:
-            sampler = TrainingClipSampler(self.index, c.num_candidates, c.min_time, c.num_frames / c.fps,
-                                          clips_per_video=c.clips_per_video)
-            self.dataset = NarratedClips(self.index, self._clips(), self.tokenizer, sampler, c.num_frames, c.fps,
-                                         c.crop, c.random_flip, c.seed)
-        self.epoch_sampler(len(self.dataset), c.seed)
-        workers = c.num_workers  # a corpus cached in RAM is shared with forked workers, not copied
-
-        return DataLoader(self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=workers,
-                          drop_last=True, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=workers > 0, worker_init_fn=worker_init if workers else None)
+        sampler = TrainingClipSampler(self.index, c.num_candidates, c.min_time, c.num_frames / c.fps,
+                                      clips_per_video=c.clips_per_video)
+        return NarratedClips(self.index, self.clip_source(self.paths), self.tokenizer, sampler, c.num_frames, c.fps,
+                             c.crop, c.random_flip, c.seed)

@@ -1,5 +1,6 @@
 """Fine-tuning: YouCook2 / MSR-VTT training datamodules on written fixtures, and fine-tuning from a saved checkpoint."""
 import json
+import time
 from pathlib import Path
 
 import av
@@ -10,6 +11,8 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, tiny_run_overrides
 from datamodules.finetune import CaptionedClips, FinetuneDataModule
+from datamodules.video.base import DecodeError
+from datamodules.video.pyav import PyAVReader
 from milnce.config import DataConfig, load_config
 from milnce.text.word_tokenizer import WordTokenizer
 
@@ -88,7 +91,7 @@ def test_youcook2_training_segments_batches_and_vocabulary(youcook_root):
 def test_clip_start_stays_inside_the_segment(youcook_root):
     dm = FinetuneDataModule(data_cfg("youcook2", youcook_root), progress=False)
     dm.setup()
-    ds = CaptionedClips(dm.spans, dm._clips(), WordTokenizer(["x"]), num_frames=4, fps=4.0, crop=SIZE, flip=True,
+    ds = CaptionedClips(dm.spans, dm.clip_source(dm.paths), WordTokenizer(["x"]), num_frames=4, fps=4.0, crop=SIZE, flip=True,
                         seed=0)
     rng = np.random.default_rng(0)
     long_seg, short_seg = dm.spans[2], dm.spans[1]         # 1–5 s and 3–4 s; the window is 1 s
@@ -167,3 +170,26 @@ def test_finetune_from_a_saved_checkpoint(tiny_toy_corpus, tmp_path):
     assert bn and not any(changed(k) for k in bn)             # freeze_video_bn
     words = [k for k in before if k.startswith("text_tower.") and "word_embd" in k]
     assert words and not any(changed(k) for k in words)       # freeze_embedding
+
+
+@pytest.mark.parametrize("timeout", [0.2, 0])
+def test_finetuning_honours_decode_timeout(youcook_root, monkeypatch, timeout):
+    """data.decode_timeout reaches the fine-tuning clip reads (0 = no deadline), as it does for pretraining."""
+    dm = FinetuneDataModule(data_cfg("youcook2", youcook_root, decode_timeout=timeout, backend="pyav"), progress=False)
+    dm.setup()
+    clips = dm.clip_source(dm.paths)
+    real = PyAVReader._frames
+
+    def slow(self, *args, **kwargs):
+        time.sleep(1.0)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PyAVReader, "_frames", slow)
+    t0 = time.monotonic()
+    if timeout:
+        with pytest.raises(DecodeError, match="timed out after 0.2s"):
+            clips.clip(0, 0.0, 4, 4.0)
+        assert time.monotonic() - t0 < 0.9
+    else:
+        assert clips.clip(0, 0.0, 4, 4.0).shape[0] == 4
+        assert time.monotonic() - t0 >= 1.0
