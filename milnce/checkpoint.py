@@ -6,7 +6,6 @@ read_state_dict returns canonical keys, `video_tower.<S3D key>` and `text_tower.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 from milnce.towers.s3d import S3D
 from milnce.towers.word2vec import SentenceEmbedding
+from datamodules.atomic import atomic_path
 
 PathLike = Union[str, Path]
 VIDEO_PREFIX = "video_tower."
@@ -163,7 +163,7 @@ def load_towers(video_tower: Optional[nn.Module], text_tower: Optional[nn.Module
 
 
 def write_checkpoint(path: PathLike, state: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> None:
-    """Write {"state_dict": state, "milnce": meta} atomically (a temporary file, then os.replace).
+    """Write {"state_dict": state, "milnce": meta} atomically (datamodules.atomic).
 
     meta must hold only plain values (dict, list, str, int, float, bool, None) so weights_only can read it.
     """
@@ -172,14 +172,8 @@ def write_checkpoint(path: PathLike, state: Dict[str, torch.Tensor], meta: Dict[
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"write_checkpoint: state entries that are not tensors: {_names(bad)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "milnce": meta}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _check_plain(value: Any, where: str) -> None:

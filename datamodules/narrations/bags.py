@@ -29,6 +29,7 @@ from datamodules.narrations.readers import (CaptionError, CaptionStats, clean_as
                                          read_caption_folder, read_caption_json, read_durations,
                                          read_howto100m_meta, read_video_list)
 from datamodules.narrations.index import NarrationIndex  # noqa: F401
+from datamodules.atomic import atomic_write
 
 
 # ------------------------------------------------------------------------------------ pure functions
@@ -255,5 +256,5 @@ def build_index_from_captions(captions, out_dir, video_list=None, meta=None, dur
                   desc=f"indexing {captions.name}")
     index = NarrationIndex.build(videos, out_dir, meta=frame, stats=stats, overwrite=overwrite)
     if skip_bad_videos and stats.bad_videos:
-        (Path(out_dir) / "bad_videos.txt").write_text("\n".join(stats.bad_videos) + "\n")
+        atomic_write((Path(out_dir) / "bad_videos.txt"), "\n".join(stats.bad_videos) + "\n")
     return index

@@ -32,8 +32,6 @@ a few more microseconds per sample, and RSS stays flat (tools/bench_narrations.p
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -41,6 +39,7 @@ import numpy as np
 
 from datamodules.narrations.columnar import (NpyStreamWriter, PreadArray, SelectedIds, StringColumn, VideoIds, write_meta,
                                   write_strings)
+from datamodules.atomic import atomic_dir
 
 FORMAT = "milnce-narration-index"
 VERSION = 1
@@ -71,16 +70,12 @@ class NarrationIndex:
         (or with a ``video_id`` column), or ``{video_id: {column: value}}``; rows for videos not in the
         corpus are ignored. ``stats``: a mapping, or an object with ``as_dict()`` read once the stream is
         exhausted (a reader's ``CaptionStats``), stored in the manifest as ``build_stats``.
-        Writes to ``out_dir.partial`` and renames at the end, so a crash never leaves a half index.
+        Written into a temporary folder and renamed at the end (datamodules.atomic), so a crash never leaves a half index.
         """
         out_dir = Path(out_dir)
         if out_dir.exists() and not overwrite:
             raise FileExistsError(f"{out_dir} exists (pass overwrite=True to replace it)")
-        tmp = out_dir.with_name(out_dir.name + ".partial")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(out_dir) as tmp:
             video_ids, num_narrations, text_bytes, skipped = _write_narrations(videos, tmp)
             if not video_ids:
                 raise ValueError(f"no video with narrations was given to build {out_dir}")
@@ -98,12 +93,6 @@ class NarrationIndex:
                         "videos_without_narrations": skipped,
                         "build_stats": stats.as_dict() if hasattr(stats, "as_dict") else dict(stats or {})}
             (tmp / "index.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
         return cls(out_dir)
 
     @staticmethod

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import string
 import time
 from dataclasses import asdict, dataclass, fields
@@ -30,6 +29,7 @@ from datamodules.toy.formats import write_annotations
 from datamodules.toy.render import Mp4Writer, SpriteBank, make_scene, render_frames
 from datamodules.toy.story import (ACTIONS, COLOURS, SHAPES, Task, Timeline, clip_timeline, make_tasks, narrate,
                                    palette, step_phrase, step_sentence, task_timeline)
+from datamodules.atomic import atomic_dir
 
 MANIFEST = "toy/manifest.json"
 MSRVTT_TEST_FIRST_ID = 7020
@@ -230,12 +230,8 @@ def make_toy_corpus(root: Union[str, Path], cfg: Optional[ToyCorpusConfig] = Non
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not (root / MANIFEST).is_file():
         raise FileExistsError(f"{root} exists, is not empty and holds no {MANIFEST}: refusing to overwrite it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     t0 = time.perf_counter()
-    try:
+    with atomic_dir(root) as tmp:
         tasks, plans = plan_corpus(cfg)
         if workers is None:
             workers = min(4, os.cpu_count() or 1) if len(plans) > 20 else 1
@@ -245,14 +241,6 @@ def make_toy_corpus(root: Union[str, Path], cfg: Optional[ToyCorpusConfig] = Non
         manifest["render_workers"] = workers
         (tmp / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.rename(root, old)
-            shutil.rmtree(old)
-        os.rename(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return manifest
 
 

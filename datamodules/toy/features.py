@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from datamodules.narrations.readers import read_video_list
 from datamodules.video.decode import DecodeError, read_video
+from datamodules.atomic import atomic_path, atomic_write
 
 DECODE_FPS = 6.0         # 1 s = 6 frames (2D rows), 2/3 s = 4 frames (3D rows)
 RATE_2D, RATE_3D = 1.0, 1.5
@@ -55,11 +56,9 @@ def features_3d(frames: np.ndarray) -> np.ndarray:
 
 
 def _write(path: Path, x: np.ndarray, rate: float, extractor: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, x)
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps({"rate": rate, "dim": int(x.shape[1]), "extractor": extractor}))
+    with atomic_path(path) as tmp:
+        np.save(tmp, x)
+    atomic_write(path.with_suffix(".json"), json.dumps({"rate": rate, "dim": int(x.shape[1]), "extractor": extractor}))
 
 
 def extract_video(path: str, video_id: str, out_dir: Path, size: int = 48) -> Tuple[int, int]:

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from datamodules.video.decode import DecodeError, open_reader, short_side_shape
+from datamodules.atomic import atomic_path
 
 _EPS = 1e-4
 
@@ -70,12 +71,10 @@ def pack_video(src, dst, short_side: Optional[int] = 256, fps: float = 30.0, key
                crf: int = 23, preset: str = "medium", threads: int = 1) -> Dict[str, float]:
     """Re-encode `src` into `dst` (.mp4); written to a temporary name and renamed, so `dst` is never partial."""
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp.mp4")
     gop = max(1, int(round(keyframe_interval * fps)))
     count = 0
     try:
-        with av.open(str(tmp), "w", options={"movflags": "faststart"}) as out:
+        with atomic_path(dst) as tmp, av.open(str(tmp), "w", options={"movflags": "faststart"}) as out:
             stream = None
             for frame in iter_frames(src, fps, short_side):
                 if stream is None:
@@ -89,14 +88,10 @@ def pack_video(src, dst, short_side: Optional[int] = 256, fps: float = 30.0, key
                 count += 1
             if stream is not None:
                 out.mux(stream.encode(None))
-        os.replace(tmp, dst)
     except DecodeError:
         raise
     except Exception as err:  # noqa: BLE001
         raise DecodeError(str(src), f"packing failed: {type(err).__name__}: {err}") from err
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return {"frames": count, "seconds": count / fps, "bytes": dst.stat().st_size}
 
 

@@ -28,6 +28,7 @@ from milnce.eval.localization import (InfeasibleAlignment, align_steps, argmax_s
 from milnce.eval.plots import plot_step_scores
 from datamodules.video.decode import DecodeError, probe, read_clip, read_video
 from datamodules.video.transforms import center_crop
+from datamodules.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 COSTS = ("log_softmax", "similarity")
@@ -234,7 +235,7 @@ class StepLocalizationEvaluator:
         out.mkdir(parents=True, exist_ok=True)
         if self.split_info["missing"]:
             path = out / "crosstask_missing.csv"
-            path.write_text("".join(f"{t},{v}\n" for t, v in self.split_info["missing"]))
+            atomic_write(path, "".join(f"{t},{v}\n" for t, v in self.split_info["missing"]))
             card["missing_list"] = str(path)
         flat = sorted((t, v) for t, vs in videos.items() for v in vs)
         if self.num_plots > 0 and flat:
@@ -247,4 +248,4 @@ class StepLocalizationEvaluator:
                     rec["scores"], rec["y_true"], rec["y_pred"], self.release.tasks[t].steps,
                     out / "crosstask" / f"{t}_{v}.png", title=f"{self.release.tasks[t].title} ({v})",
                     y_argmax=argmax_steps(rec["scores"]))))
-        (out / "crosstask_card.json").write_text(json.dumps(card, indent=2, default=float))
+        atomic_write(out / "crosstask_card.json", json.dumps(card, indent=2, default=float))

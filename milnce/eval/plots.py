@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from datamodules.atomic import atomic_path
 
 
 def plot_rank_histogram(ranks: np.ndarray, path, title: str = "") -> Path:
@@ -31,7 +32,8 @@ def plot_rank_histogram(ranks: np.ndarray, path, title: str = "") -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
@@ -68,6 +70,7 @@ def plot_step_scores(scores: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
     return path

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 from milnce.eval.results_table import results_markdown
+from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
 RECALL_KS = ("R1", "R5", "R10")
@@ -67,7 +68,8 @@ def plot_loss(frame, out: Path) -> Optional[Path]:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
@@ -107,7 +109,8 @@ def plot_retrieval(series: Dict[str, Any], metrics: Dict[str, float], out: Path)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
@@ -151,7 +154,8 @@ def plot_time_to_accuracy(series: Dict[str, Any], seconds: Dict[int, float], met
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
@@ -177,7 +181,8 @@ def plot_crosstask_tasks(card: Dict[str, Any], metrics: Dict[str, float], out: P
     ax.set_title("CrossTask step recall per task")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
@@ -258,5 +263,5 @@ def write_report(run_dir: PathLike) -> Path:
         for name, card in sorted(cards.items()):
             lines += [f"### {name}", "", "```json", json.dumps(_shorten(card), indent=1, default=str, ensure_ascii=False), "```", ""]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    atomic_write(path, "\n".join(lines).rstrip() + "\n")
     return path

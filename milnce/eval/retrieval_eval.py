@@ -22,6 +22,7 @@ from milnce.eval.plots import plot_rank_histogram
 from milnce.eval.retrieval import metrics_from_ranks, rank_histogram, retrieval_metrics, retrieval_ranks
 from datamodules.benchmarks.eval_clips import RetrievalClips, collate_windows
 from datamodules.benchmarks.retrieval_items import RetrievalSet
+from datamodules.atomic import atomic_write
 
 POOLINGS = ("mean", "max")
 
@@ -183,11 +184,11 @@ class RetrievalEvaluator:
             card["missing_list"] = str(self.dataset.write_missing(out / f"{name}_missing.csv"))
         if failed:
             path = out / f"{name}_failed.txt"
-            path.write_text("".join(f"{self.dataset.items[i].key},{self.dataset.items[i].video_id},{e}\n"
+            atomic_write(path, "".join(f"{self.dataset.items[i].key},{self.dataset.items[i].video_id},{e}\n"
                                     for i, e in failed))
             card["failed_list"] = str(path)
         try:
             card["rank_histogram_png"] = str(plot_rank_histogram(ranks, out / f"{name}_ranks.png", title=name))
         except ImportError:  # matplotlib absent: the histogram data is still in the card
             pass
-        (out / f"{name}_card.json").write_text(json.dumps(card, indent=2))
+        atomic_write(out / f"{name}_card.json", json.dumps(card, indent=2))

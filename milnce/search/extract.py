@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from milnce.api import clip_seconds, encode_video
 from milnce.search.index import IndexWriter, build_faiss, read_failed
+from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
@@ -53,10 +54,11 @@ def write_features(features_dir: Path, emb, stride: float, window: float, extra:
     on_grid = np.isclose(emb.starts / stride, np.round(emb.starts / stride), atol=1e-4)
     rows = emb.embeddings[on_grid]
     stem = Path(emb.video).stem
-    np.save(features_dir / f"{stem}.npy", rows.astype(np.float32))
+    with atomic_path(features_dir / f"{stem}.npy") as tmp:
+        np.save(tmp, rows.astype(np.float32))
     meta = {"video": emb.video, "rate": 1.0 / stride, "stride": stride, "window": window, "start": 0.0,
             "rows": int(rows.shape[0]), "dim": int(rows.shape[1]), "duration": emb.duration, **extra}
-    (features_dir / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+    atomic_write(features_dir / f"{stem}.json", json.dumps(meta, indent=1))
     return features_dir / f"{stem}.npy"
 
 

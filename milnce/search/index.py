@@ -14,26 +14,17 @@ cosine when the index was written with normalize=True (vectors L2-normalised on 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
+from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
 SETTINGS = "index.json"
 DONE = "done.txt"
 FAILED = "failed.tsv"
 FAISS = "faiss.index"
-
-
-def _atomic_write(path: Path, data: Union[str, bytes]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -87,10 +78,9 @@ class IndexWriter:
             return
         name = f"shard_{len(self.settings['shards']):05d}"
         shard_dir = self.root / "shards"
-        tmp = shard_dir / f".{name}.tmp{os.getpid()}.npy"
-        np.save(tmp, np.concatenate(self._emb) if self._emb else np.zeros((0, self.settings["dim"]), np.float32))
-        os.replace(tmp, shard_dir / f"{name}.npy")
-        _atomic_write(shard_dir / f"{name}.json", json.dumps(self._rows))
+        with atomic_path(shard_dir / f"{name}.npy") as tmp:
+            np.save(tmp, np.concatenate(self._emb) if self._emb else np.zeros((0, self.settings["dim"]), np.float32))
+        atomic_write(shard_dir / f"{name}.json", json.dumps(self._rows))
         self.settings["shards"].append(name)
         self.write_settings()
         with open(self.root / DONE, "a") as f:  # after the shard: a crash before this line redoes these videos
@@ -99,7 +89,7 @@ class IndexWriter:
         self._emb, self._rows, self._videos = [], [], []
 
     def write_settings(self) -> None:
-        _atomic_write(self.root / SETTINGS, json.dumps(self.settings, indent=1))
+        atomic_write(self.root / SETTINGS, json.dumps(self.settings, indent=1))
 
     def close(self) -> None:
         self.flush()
@@ -159,12 +149,11 @@ def build_faiss(root: PathLike, nlist: int = 0, nprobe: int = 16) -> Dict[str, A
         index = faiss.IndexFlatIP(dim)
         kind = "FlatIP"
     index.add(emb)
-    tmp = root / f".{FAISS}.tmp{os.getpid()}"
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, root / FAISS)
+    with atomic_path(root / FAISS) as tmp:
+        faiss.write_index(index, str(tmp))
     settings = read_settings(root)
     settings.update({"faiss": kind, "rows": int(emb.shape[0])})
-    _atomic_write(root / SETTINGS, json.dumps(settings, indent=1))
+    atomic_write(root / SETTINGS, json.dumps(settings, indent=1))
     return {"faiss": kind, "rows": int(emb.shape[0]), "dim": int(dim)}
 
 

@@ -20,6 +20,7 @@ from datamodules.benchmarks.msrvtt import read_msrvtt
 from datamodules.benchmarks.youcook2 import read_youcook2
 from datamodules.narrations.readers import read_video_list
 from datamodules.video.decode import DecodeError, probe, read_clip
+from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
 
@@ -138,15 +139,15 @@ def write_audit(report: AuditReport, out_dir: PathLike) -> Dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = report.dataset or "dataset"
-    with open(out / f"{name}_missing.csv", "w", newline="") as f:
+    with atomic_path(out / f"{name}_missing.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "problem"])
         w.writerows(report.missing)
-    with open(out / f"{name}_broken.csv", "w", newline="") as f:
+    with atomic_path(out / f"{name}_broken.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "path", "reason"])
         w.writerows(report.broken)
     summary = {**report.summary(), "missing_list": str(out / f"{name}_missing.csv"),
                "broken_list": str(out / f"{name}_broken.csv")}
-    (out / f"{name}_audit.json").write_text(json.dumps(summary, indent=1))
+    atomic_write(out / f"{name}_audit.json", json.dumps(summary, indent=1))
     return summary

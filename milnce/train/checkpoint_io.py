@@ -3,9 +3,9 @@
 Lightning's default CheckpointIO goes through an fsspec transaction, which writes a temporary file in the system
 temp directory and `shutil.move`s it into place: where /tmp is another file system (a tmpfs, a node-local disk) the
 move is a copy into the destination, and a kill -9 during it leaves a truncated last.ckpt that the next run cannot
-resume from. Here the bytes go to a temporary file next to the destination, are fsynced, and `os.replace` swaps
-it in (atomic on POSIX within one directory). A leftover temporary file from a killed write is harmless and is
-removed by the next save of the same checkpoint.
+resume from. Here the bytes go through datamodules.atomic: a temporary file next to the destination, fsynced, swapped in
+with `os.replace` (atomic on POSIX within one directory), directory fsynced. A leftover temporary from a killed
+write (a dot-file with the writer's pid) is never read.
 
 Loading (resume) is always `torch.load(weights_only=True)`: a checkpoint holding pickled objects other than tensors
 and plain containers is refused, and a file that cannot be read is a CheckpointError naming it.
@@ -19,35 +19,16 @@ from typing import Any, Dict, Optional
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from milnce.checkpoint import CheckpointError
-
-TMP_SUFFIX = ".partial"
+from datamodules.atomic import atomic_path
 
 
 def atomic_torch_save(obj: Any, path: os.PathLike | str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO for local paths whose saves are atomic (temporary file + fsync + os.replace)."""
+    """TorchCheckpointIO for local paths whose saves are atomic (datamodules.atomic)."""
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Sequence
 from milnce.config import load_config
 from milnce.eval.setup import build_evaluators
 from milnce.train.run import build_datamodule, build_module, train, training_vocabulary
+from datamodules.atomic import atomic_write
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ROWS = ("zero_shot", "scratch", "finetuned")
@@ -86,7 +87,7 @@ def finetune_table(pretrained: Optional[str] = None, dataset: str = "youcook2", 
     cfg = finetune_config(dataset, _fresh(work / "finetuned"), ckpt, steps, overrides)
     metrics = train(cfg)
     rows["finetuned"] = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
-    (work / "table.json").write_text(json.dumps({"pretrained": ckpt, "dataset": dataset, "steps": steps,
+    atomic_write(work / "table.json", json.dumps({"pretrained": ckpt, "dataset": dataset, "steps": steps,
                                                  "rows": rows}, indent=2, sort_keys=True) + "\n")
     return rows
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 from milnce.config import load_config
 from milnce.train.run import train as train_run
 from milnce.train.step_benchmark import benchmark_step
+from datamodules.atomic import atomic_write
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 HEADLINE = ("youcook2/R1", "youcook2/R10", "youcook2/MedR", "crosstask/recall", "crosstask/recall_argmax")
@@ -89,7 +90,7 @@ def lever_table(config: str = str(CONF / "demo.yaml"), work_dir: str = "runs/lev
 
 
 def _write(work: Path, rows: List[Dict[str, Any]]) -> None:
-    (work / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    atomic_write(work / "table.json", json.dumps(rows, indent=2) + "\n")
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:

@@ -14,6 +14,7 @@ from typing import Dict, Sequence
 
 from milnce.config import load_config
 from milnce.train.run import train
+from datamodules.atomic import atomic_write
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 ROWS = ("mil_nce", "nce", "max_margin")
@@ -45,7 +46,7 @@ def compare_losses(config: str = str(CONF / "demo.yaml"), work_dir: str = "runs/
             shutil.rmtree(run_dir)
         cfg = load_config(config, [*overrides, f"run_dir={run_dir}", *row_overrides(row, k)])
         results[row] = train(cfg)
-    (work / "table.json").write_text(json.dumps({"config": config, "overrides": list(overrides), "rows": results},
+    atomic_write(work / "table.json", json.dumps({"config": config, "overrides": list(overrides), "rows": results},
                                                 indent=2, sort_keys=True) + "\n")
     return results
 

@@ -27,6 +27,7 @@ from datamodules.features import FeatureDataModule
 from datamodules.finetune import FinetuneDataModule
 from datamodules.howto100m import HowTo100MDataModule
 from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
+from datamodules.atomic import atomic_write
 
 log = logging.getLogger("milnce")
 
@@ -135,11 +136,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
 
 def write_results(run_dir: Path, metrics: Dict[str, float], cards: Dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    (run_dir / "protocol_cards.json").write_text(json.dumps(cards, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write(run_dir / "protocol_cards.json", json.dumps(cards, indent=2, sort_keys=True, default=str) + "\n")
 
     table = results_markdown(metrics, cards)
-    (run_dir / "results.md").write_text(table)
+    atomic_write(run_dir / "results.md", table)
     print(table)
 
 
@@ -147,7 +148,7 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    atomic_write(run_dir / "config.yaml", to_yaml(cfg))
     print("[milnce] resolved config:\n" + to_yaml(cfg))
     devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
     pin_torch_threads(cfg.trainer.num_threads, processes=devices, loader_workers=decoding_workers(cfg))
