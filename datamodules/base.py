@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from functools import cached_property
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -18,6 +19,7 @@ from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs
 from datamodules.narrations.words import build_vocab
 from datamodules.video.clip_source import FileClips, MemoryClips
 from datamodules.video.decode import worker_init
+from datamodules.video.clip_spec import ClipSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ class TrainingDataModule(ResumableEpochs, pl.LightningDataModule, abc.ABC):
     @abc.abstractmethod
     def build_dataset(self) -> Dataset:
         """The training Dataset (after setup); built once, on the first train_dataloader call."""
+
+    @cached_property
+    def clip_spec(self) -> ClipSpec:
+        """The training clip (data.fps, num_frames, resize, crop): what the datasets decode and the checkpoint stores."""
+        return ClipSpec.from_data_config(self.cfg)
 
     def vocabulary(self, min_count: int = 1) -> List[str]:
         """Words of all training texts seen at least min_count times, sorted (the word tower's vocabulary)."""

@@ -206,6 +206,6 @@ class FinetuneDataModule(TrainingDataModule):
         return (c for s in self.spans for c in s.captions)
 
     def build_dataset(self) -> CaptionedClips:
-        c = self.cfg
-        return CaptionedClips(self.spans, self.clip_source(self.paths), self.tokenizer, c.num_frames, c.fps, c.crop,
-                              c.random_flip, c.seed, fractional_seek=c.fractional_seek)
+        c, spec = self.cfg, self.clip_spec
+        return CaptionedClips(self.spans, self.clip_source(self.paths), self.tokenizer, spec.num_frames, spec.fps,
+                              spec.crop, c.random_flip, c.seed, fractional_seek=c.fractional_seek)

@@ -110,8 +110,8 @@ class HowTo100MDataModule(TrainingDataModule):
 
     # -- loaders ----------------------------------------------------------------------------
     def build_dataset(self) -> NarratedClips:
-        c = self.cfg
-        sampler = TrainingClipSampler(self.index, c.num_candidates, c.min_time, c.num_frames / c.fps,
+        c, spec = self.cfg, self.clip_spec
+        sampler = TrainingClipSampler(self.index, c.num_candidates, c.min_time, spec.seconds,
                                       clips_per_video=c.clips_per_video)
-        return NarratedClips(self.index, self.clip_source(self.paths), self.tokenizer, sampler, c.num_frames, c.fps,
-                             c.crop, c.random_flip, c.seed)
+        return NarratedClips(self.index, self.clip_source(self.paths), self.tokenizer, sampler, spec.num_frames,
+                             spec.fps, spec.crop, c.random_flip, c.seed)

@@ -26,11 +26,12 @@ from milnce.module import VideoTextModule
 from milnce.towers.word2vec import load_vocab
 from datamodules.video.decode import DecodeError, open_reader, probe
 from datamodules.video.transforms import center_crop
+from datamodules.video.clip_spec import KEYS as CLIP_KEYS, ClipSpec
 
 PathLike = Union[str, Path]
 # The released S3D_HowTo100M model: 32 frames at 10 fps, 224×224 (PROTOCOLS.md, S3D_HowTo100M README).
-RELEASED_PREPROCESS = {"fps": 10.0, "num_frames": 32, "resize": 224, "crop": 224}
-PREPROCESS_KEYS = ("fps", "num_frames", "resize", "crop")
+RELEASED_PREPROCESS = ClipSpec(fps=10.0, num_frames=32, resize=224, crop=224).as_dict()
+PREPROCESS_KEYS = CLIP_KEYS
 
 
 @dataclass
@@ -129,8 +130,7 @@ def encode_text(model, texts: Sequence[str], batch_size: int = 256) -> np.ndarra
 
 
 def clip_seconds(model) -> float:
-    p = model.preprocess
-    return float(p["num_frames"]) / float(p["fps"])
+    return model.clip_spec.seconds
 
 
 def window_grid(duration: float, window: float, stride: float) -> np.ndarray:
@@ -177,9 +177,8 @@ def encode_video(model, videos: Union[PathLike, Sequence[PathLike], torch.Tensor
 
 def _encode_file(model, path: PathLike, window: Optional[float], stride: Optional[float],
                  batch_size: int) -> VideoEmbeddings:
-
-    p = model.preprocess
-    clip = clip_seconds(model)
+    spec = model.clip_spec
+    clip = spec.seconds
     window = float(window or clip)
     stride = float(stride or window / 2)
     info = probe(path)
@@ -201,8 +200,8 @@ def _encode_file(model, path: PathLike, window: Optional[float], stride: Optiona
                 for s in starts:
                     offsets = np.linspace(s, max(s, s + span - clip), per_window)
                     for o in offsets:
-                        frames = reader.clip(float(o), int(p["num_frames"]), float(p["fps"]), int(p["resize"]))
-                        pending.append(center_crop(frames, int(p["crop"])))
+                        frames = reader.clip(float(o), spec.num_frames, spec.fps, spec.resize, spec.sampling)
+                        pending.append(center_crop(frames, spec.crop))
                     if len(pending) >= batch_size:
                         flush()
                 flush()

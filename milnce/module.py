@@ -18,6 +18,7 @@ from milnce.grad_cache import grad_cache_step
 from milnce.losses import build_loss, check_finite, negatives_per_positive
 from milnce.towers.registry import build_text_tower, build_tokenizer, build_video_tower
 from milnce.train.schedule import SCHEDULES
+from datamodules.video.clip_spec import ClipSpec
 
 
 def _as_dict(cfg: Any) -> Dict[str, Any]:
@@ -92,6 +93,11 @@ class VideoTextModule(pl.LightningModule):
         ids = tokens["input_ids"].to(self.device)
         mask = tokens.get("attention_mask")
         return self.embed_text(ids, None if mask is None else mask.to(self.device))
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        """The clip this model was trained on (from `preprocess`, as stored in its checkpoint)."""
+        return ClipSpec.from_dict(self.preprocess)
 
     # ----------------------------------------------------------------- training
     @staticmethod

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from datamodules.benchmarks.retrieval_items import RetrievalItem
 from datamodules.video.decode import DecodeError, probe, read_clip
 from datamodules.video.transforms import center_crop
+from datamodules.video.clip_spec import ClipSpec
 
 
 def window_starts(start: float, end: float, num_windows: int, window_seconds: float) -> np.ndarray:
@@ -57,6 +58,7 @@ class RetrievalClips(Dataset):
         self.items = list(items)
         self.indices = list(range(len(self.items))) if indices is None else list(indices)
         self.num_windows, self.num_frames, self.fps, self.size = num_windows, num_frames, float(fps), size
+        self.clip_spec = ClipSpec(self.fps, int(num_frames), int(size), int(size), sampling)
         if read_clip is None or center_crop is None or probe is None or decode_error is None:
             d_read, d_crop, d_probe, d_err = _default_io()
             read_clip, center_crop = read_clip or d_read, center_crop or d_crop
@@ -68,7 +70,7 @@ class RetrievalClips(Dataset):
 
     @property
     def window_seconds(self) -> float:
-        return self.num_frames / self.fps
+        return self.clip_spec.seconds
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -29,6 +29,7 @@ from milnce.eval.plots import plot_step_scores
 from datamodules.video.decode import DecodeError, probe, read_clip, read_video
 from datamodules.video.transforms import center_crop
 from datamodules.atomic import atomic_write
+from datamodules.video.clip_spec import ClipSpec
 
 log = logging.getLogger(__name__)
 COSTS = ("log_softmax", "similarity")
@@ -67,6 +68,7 @@ class StepLocalizationEvaluator:
         self.release = release
         self.window_seconds, self.num_frames, self.size = float(window_seconds), int(num_frames), int(size)
         self.fps = self.num_frames / self.window_seconds
+        self.clip_spec = ClipSpec(self.fps, self.num_frames, self.size, self.size)
         self.cost, self.inference = cost, inference
         self.chunk_seconds, self.window_batch = int(chunk_seconds), int(window_batch)
         self.out_dir = Path(out_dir) if out_dir else None
@@ -218,6 +220,7 @@ class StepLocalizationEvaluator:
             "n_missing_videos": len(self.split_info["missing"]), "val_excluded": self.split_info["val_excluded"],
             "per_task": per_task, "seconds": "T = ceil(duration), one frame per second",
             "window_seconds": self.window_seconds, "frames": self.num_frames, "fps": self.fps, "size": self.size,
+            "clip": self.clip_spec.as_dict(),
             "window": "centred on t + 0.5 s, frame grid, shifted inside the video",
             "crop": "centre square of the short side, resized to size",
             "query": "raw step string from tasks_primary.txt (no prompt)",

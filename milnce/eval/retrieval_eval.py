@@ -23,6 +23,7 @@ from milnce.eval.retrieval import metrics_from_ranks, rank_histogram, retrieval_
 from datamodules.benchmarks.eval_clips import RetrievalClips, collate_windows
 from datamodules.benchmarks.retrieval_items import RetrievalSet
 from datamodules.atomic import atomic_write
+from datamodules.video.clip_spec import ClipSpec
 
 POOLINGS = ("mean", "max")
 
@@ -43,6 +44,7 @@ class RetrievalEvaluator:
             raise ValueError(f"unknown pooling '{pooling}' (valid: {', '.join(POOLINGS)})")
         self.dataset = dataset
         self.num_windows, self.num_frames, self.fps, self.size = num_windows, num_frames, fps, size
+        self.clip_spec = ClipSpec(float(fps), int(num_frames), int(size), int(size), sampling)
         self.pooling, self.normalize, self.max_words = pooling, normalize, max_words
         self.batch_size, self.window_batch, self.num_workers = batch_size, window_batch, num_workers
         self.out_dir = Path(out_dir) if out_dir else None
@@ -167,7 +169,7 @@ class RetrievalEvaluator:
             "missing": [f"{it.key} {it.video_id}" for it in ds.missing[:20]], "n_failed": len(failed),
             "failed": [f"{ds.items[i].key} {ds.items[i].video_id}: {e}" for i, e in failed[:20]],
             "windows": self.num_windows, "frames": self.num_frames, "fps": self.fps, "size": self.size,
-            "window_seconds": self.num_frames / self.fps,
+            "window_seconds": self.clip_spec.seconds, "clip": self.clip_spec.as_dict(),
             "window_starts": "linspace(start, max(start, end - window_seconds - 0.4), windows)"
                              + ("; MSR-VTT: start 0, end = probed duration" if ds.name == "msrvtt" else ""),
             "crop": "centre square of the short side, resized to size", "frame_sampling": self.sampling,

@@ -28,6 +28,7 @@ from datamodules.finetune import FinetuneDataModule
 from datamodules.howto100m import HowTo100MDataModule
 from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
 from datamodules.atomic import atomic_write
+from datamodules.video.clip_spec import ClipSpec
 
 log = logging.getLogger("milnce")
 
@@ -74,10 +75,8 @@ def build_datamodule(cfg: DictConfig):
 
 def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
 
-    preprocess = {"fps": cfg.data.fps, "num_frames": cfg.data.num_frames, "resize": cfg.data.resize,
-                  "crop": cfg.data.crop}
     module = VideoTextModule(cfg.model, cfg.optim, vocab=vocab, num_candidates=cfg.data.num_candidates,
-                             preprocess=preprocess)
+                             preprocess=ClipSpec.from_data_config(cfg.data).as_dict())
     if cfg.model.init_from:
 
         state, _ = read_state_dict(cfg.model.init_from)
