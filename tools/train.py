@@ -1,32 +1,7 @@
-"""Train (and evaluate) from a config: tools/train.py CONFIG [key=value ...]
-
-Examples:
-  tools/train.py conf/demo.yaml
-  tools/train.py conf/demo.yaml trainer.max_steps=50 run_dir=runs/quick
-  tools/train.py conf/pretrain_howto100m.yaml data.root=/data/howto100m trainer.devices=8 trainer.num_nodes=4
-"""
+"""Train (and evaluate) from a config: tools/train.py CONFIG [key=value ...]; same as `milnce train`."""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from milnce.config import ConfigError, load_config  # noqa: E402
-from milnce.train.run import train  # noqa: E402
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    try:
-        cfg = load_config(argv[0], argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    train(cfg)
-    return 0
-
+from milnce.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())
