@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from milnce.config import ModelConfig, OptimConfig
-from milnce.distributed import gather_no_grad, gather_with_grad
+from milnce.distributed import gather_batch
 from milnce.grad_cache import grad_cache_step
 from milnce.losses import build_loss, check_finite, negatives_per_positive
 from milnce.towers.registry import build_text_tower, build_tokenizer, build_video_tower
@@ -120,12 +120,9 @@ class VideoTextModule(pl.LightningModule):
         return video, ids, mask, video_ids, valid
 
     def _loss_on_embeddings(self, video_emb, text_emb, video_ids, valid):
-
         if self.model_cfg.gather_negatives and self.trainer is not None and self.trainer.world_size > 1:
-            video_emb = gather_with_grad(video_emb, self.model_cfg.gather_gradient)
-            text_emb = gather_with_grad(text_emb, self.model_cfg.gather_gradient)
-            video_ids = gather_no_grad(video_ids)
-            valid = gather_no_grad(valid)
+            video_emb, text_emb, video_ids, valid = gather_batch(video_emb, text_emb, video_ids, valid,
+                                                                 self.model_cfg.gather_gradient)
         loss = self.loss_fn(video_emb, text_emb, video_ids=video_ids, valid=valid)
         return loss, video_emb.shape[0]
 

@@ -8,24 +8,25 @@ import torch
 from milnce.checkpoint import CheckpointError, load_towers, read_state_dict, write_checkpoint
 from milnce.towers.s3d import S3D
 from milnce.towers.word2vec import SentenceEmbedding
+from conftest import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = [f"w{i}" for i in range(66249)]
 
 
-def reference_entries(shared_dir):
+def reference_entries():
     entries = []
-    for line in (shared_dir / "reference" / "s3d_howto100m_state_dict.txt").read_text().splitlines():
+    for line in (REFERENCE / "s3d_howto100m_state_dict.txt").read_text().splitlines():
         key, shape = line.split()
         entries.append((key, [int(d) for d in shape.strip("[]").split(",") if d]))
     return entries
 
 
-def fake_released_state(shared_dir, counters=True, seed=0):
+def fake_released_state(counters=True, seed=0):
     """Random tensors with the released keys and shapes (what s3d_howto100m.pth holds)."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in reference_entries(shared_dir):
+    for key, shape in reference_entries():
         if key.endswith("num_batches_tracked"):
             if counters:
                 state[key] = torch.tensor(12345)
@@ -51,8 +52,8 @@ def small_towers(space_to_depth=True):
 
 
 @pytest.mark.parametrize("counters", [True, False])
-def test_released_file_loads_strictly(shared_dir, tmp_path, counters):
-    released = fake_released_state(shared_dir, counters=counters)
+def test_released_file_loads_strictly(tmp_path, counters):
+    released = fake_released_state(counters=counters)
     path = tmp_path / "s3d_howto100m.pth"
     torch.save(released, path)
     state, meta = read_state_dict(path)
@@ -179,11 +180,11 @@ def test_write_checkpoint_round_trip_is_atomic(tmp_path):
     assert not (tmp_path / "bad.pth").exists()
 
 
-def test_convert_tool_on_a_fake_release(shared_dir, tmp_path, capsys):
+def test_convert_tool_on_a_fake_release(tmp_path, capsys):
     import numpy as np
 
     source = tmp_path / "s3d_howto100m.pth"
-    torch.save(fake_released_state(shared_dir, counters=False), source)
+    torch.save(fake_released_state(counters=False), source)
     np.save(tmp_path / "s3d_dict.npy", np.array(VOCAB))
     spec = importlib.util.spec_from_file_location("convert_checkpoint", ROOT / "tools" / "convert_checkpoint.py")
     tool = importlib.util.module_from_spec(spec)

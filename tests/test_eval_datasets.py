@@ -12,11 +12,12 @@ from datamodules.benchmarks.youcook2 import read_youcook2, read_youcook2_csv, re
 from eval_fakes import FakeIO, FakeModule
 from milnce.eval import common as eval_utils
 from milnce.eval.retrieval_eval import RetrievalEvaluator
+from conftest import REFERENCE
 
 
 # ---------------------------------------------------------------- real annotation files
-def test_real_youcook2_csv_has_3350_clips(shared_dir, tmp_path):
-    ds = read_youcook2_csv(shared_dir / "data" / "youcook2_validation_milnce.csv", tmp_path)
+def test_real_youcook2_csv_has_3350_clips(tmp_path):
+    ds = read_youcook2_csv(REFERENCE / "youcook2_validation_milnce.csv", tmp_path)
     assert len(ds) == 3350
     assert len({it.video_id for it in ds}) == 436
     assert len({(it.video_id, it.start, it.end) for it in ds}) == 3349      # one duplicate clip
@@ -27,9 +28,9 @@ def test_real_youcook2_csv_has_3350_clips(shared_dir, tmp_path):
     assert len(lines) == 3351 and lines[1].startswith("youcook2_validation_milnce.csv:2,xHr8X2Wpmno")
 
 
-def test_real_msrvtt_csv_has_1000_clips(shared_dir, tmp_path):
+def test_real_msrvtt_csv_has_1000_clips(tmp_path):
     (tmp_path / "video9770.mp4").write_bytes(b"")
-    ds = read_msrvtt(shared_dir / "data" / "msrvtt_1kA_test.csv", tmp_path)
+    ds = read_msrvtt(REFERENCE / "msrvtt_1kA_test.csv", tmp_path)
     assert len(ds) == 1000 and len({it.video_id for it in ds}) == 1000
     assert ds.items[0].key == "ret0" and ds.items[0].text == "a person is connecting something to system"
     assert all(it.start == 0 and it.end is None for it in ds)
@@ -247,8 +248,6 @@ def real_video(path, seconds=3, fps=10, size=(48, 64)):
 
 
 def test_real_videos_decode_through_the_video_module(tmp_path):
-    pytest.importorskip("datamodules.video.decode")
-    pytest.importorskip("datamodules.video.transforms")
     vdir = tmp_path / "validation" / "7"
     vdir.mkdir(parents=True)
     real_video(vdir / "vid1.mp4")

@@ -145,8 +145,6 @@ def test_hf_fragment_builds_tower_and_tokenizer():
 
 
 def test_real_s3d_and_word2vec_fragments(tmp_path):
-    pytest.importorskip("milnce.towers.s3d")
-    pytest.importorskip("milnce.towers.word2vec")
     cfg = load_config(CONF / "s3d.yaml", ["model.embed_dim=24"])
     video = build_video_tower(cfg.model)
     assert video(torch.rand(1, 3, 8, 64, 64))["video_embedding"].shape == (1, 24)

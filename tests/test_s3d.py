@@ -5,19 +5,20 @@ import torch
 from torch import nn
 
 from milnce.towers.s3d import S3D, InceptionBlock, MaxPool3dTFSame, SelfGating, space_to_depth
+from conftest import REFERENCE
 
 
-def reference_video_entries(shared_dir):
+def reference_video_entries():
     entries = []
-    for line in (shared_dir / "reference" / "s3d_howto100m_state_dict.txt").read_text().splitlines():
+    for line in (REFERENCE / "s3d_howto100m_state_dict.txt").read_text().splitlines():
         key, shape = line.split()
         if not key.startswith("text_module."):
             entries.append((key, [int(d) for d in shape.strip("[]").split(",") if d]))
     return entries
 
 
-def test_state_dict_keys_order_and_shapes_equal_the_release(shared_dir):
-    reference = reference_video_entries(shared_dir)
+def test_state_dict_keys_order_and_shapes_equal_the_release():
+    reference = reference_video_entries()
     ours = [(k, list(v.shape)) for k, v in S3D().state_dict().items()]
     assert len(reference) == 532
     assert ours == reference

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from datamodules.video.transforms import center_crop, random_crop_flip, resize_short_side, short_side_shape, to_float
+from datamodules.video.transforms import center_crop, random_crop_flip, resize_short_side, short_side_shape
 
 
 def ramp_clip(t=4, h=40, w=60):
@@ -64,14 +64,6 @@ def test_resize_short_side():
     assert short_side_shape(97, 129, 32) == (32, 43) and short_side_shape(129, 97, 32) == (43, 32)
     flat = torch.full((2, 40, 60, 3), 77, dtype=torch.uint8)
     assert torch.equal(resize_short_side(flat, 13), torch.full((2, 13, 20, 3), 77, dtype=torch.uint8))
-
-
-def test_to_float():
-    video = torch.tensor([0, 128, 255], dtype=torch.uint8)
-    out = to_float(video)
-    assert out.dtype == torch.float32 and torch.allclose(out, torch.tensor([0.0, 128 / 255, 1.0]))
-    with pytest.raises(ValueError):
-        to_float(out)
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(4, 8, 8, 3), torch.zeros(4, 8, 8, dtype=torch.uint8),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REFERENCE
 from milnce.text.word_tokenizer import WordTokenizer, build_vocab
 from milnce.towers.word2vec import (SentenceEmbedding, build_embedding_matrix, load_embedding_weights,
                                     load_vocab, save_vocab)
@@ -22,9 +23,9 @@ def load_tool(name):
     return module
 
 
-def test_parameters_match_the_released_text_module(shared_dir):
+def test_parameters_match_the_released_text_module():
     reference = []
-    for line in (shared_dir / "reference" / "s3d_howto100m_state_dict.txt").read_text().splitlines():
+    for line in (REFERENCE / "s3d_howto100m_state_dict.txt").read_text().splitlines():
         key, shape = line.split()
         if key.startswith("text_module."):
             reference.append((key[len("text_module."):], [int(d) for d in shape.strip("[]").split(",")]))

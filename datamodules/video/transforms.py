@@ -1,4 +1,4 @@
-"""Spatial transforms on uint8 clips, vectorised over time. Clips stay uint8 until the model calls `to_float`.
+"""Spatial transforms on uint8 clips, vectorised over time. Clips stay uint8 until the model's step converts them.
 
 Input clips are T×H×W×3 uint8 (what datamodules.video.decode returns); outputs are 3×T×S×S uint8, the layout the original
 MIL-NCE loaders produced and the model's B×3×T×H×W batches are made of.
@@ -85,10 +85,3 @@ def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
     y, x = (height - side) // 2, (width - side) // 2
     square = clip[:, y:y + side, x:x + side].permute(0, 3, 1, 2)  # T×3×side×side
     return _resize_tchw(square, size, size).permute(1, 0, 2, 3).contiguous()
-
-
-def to_float(video: torch.Tensor) -> torch.Tensor:
-    """uint8 video (any layout) → float32 in [0, 1], as the original training step's video.float() / 255."""
-    if video.dtype != torch.uint8:
-        raise ValueError(f"to_float expects a uint8 tensor, got {video.dtype}")
-    return video.float().div_(255.0)

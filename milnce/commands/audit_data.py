@@ -10,6 +10,7 @@ Writes OUT/<dataset>_audit.json, <dataset>_missing.csv and <dataset>_broken.csv;
 import argparse
 import json
 import sys
+from milnce.train.audit import audit, dataset_list, write_audit
 
 
 def main(argv=None):
@@ -20,7 +21,6 @@ def main(argv=None):
     ap.add_argument("--out", default="audit", help="folder for the summary and the missing / broken lists")
     ap.add_argument("--workers", type=int, default=2, help="decode checks in parallel")
     args = ap.parse_args(argv)
-    from milnce.train.audit import audit, dataset_list, write_audit
 
     videos = dataset_list(args.dataset, args.annotations, args.video_root)
     report = audit(videos, args.dataset, args.annotations, workers=args.workers)

@@ -20,12 +20,12 @@ import psutil
 import torch
 from torch import nn
 from tqdm import tqdm
+from milnce.grad_cache import grad_cache_step
+from milnce.losses import MILNCELoss
+from milnce.towers.s3d import S3D
 
 
 def worker(spec: dict) -> dict:
-    from milnce.grad_cache import grad_cache_step
-    from milnce.losses import MILNCELoss
-    from milnce.towers.s3d import S3D
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)

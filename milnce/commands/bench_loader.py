@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from datamodules.video.transforms import random_crop_flip
 from datamodules.video.decode import probe, read_clip, set_decoder_threads, worker_init
 from datamodules.video.pack import pack_video
+from datamodules.video.transforms import random_crop_flip
+from datamodules.atomic import atomic_path
 
 
 def synthetic_video(path: Path, seconds: float, seed: int, width=456, height=256, fps=30, keyint=250) -> None:
@@ -48,8 +49,7 @@ def synthetic_video(path: Path, seconds: float, seed: int, width=456, height=256
         tex += 0.01 * rng.random(tex.shape).astype(np.float32)
         return (np.clip(tex, 0, 1) * 255).astype(np.uint8), rng.uniform(0.1, 0.5, 2), rng.uniform(0, 6, 2)
 
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w") as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"g": str(keyint)}
@@ -70,7 +70,6 @@ def synthetic_video(path: Path, seconds: float, seed: int, width=456, height=256
                 img[max(0, cy - 18):cy + 18, max(0, cx - 24):cx + 24] = ((60 * k + i) % 256, 200 - 50 * k, 90 + 60 * k)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
         out.mux(stream.encode(None))
-    tmp.replace(path)
 
 
 def ffmpeg_clip(path, seek, num_frames, fps, size, x, y, flip):

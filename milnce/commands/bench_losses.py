@@ -16,6 +16,8 @@ import time
 
 import psutil
 import torch
+from milnce.losses import max_margin, mil_nce, nce
+from milnce.towers.s3d import S3D
 
 LOSS_SETTINGS = ("mil_nce", "mil_nce_paper", "nce_symmetric", "max_margin")
 
@@ -25,7 +27,6 @@ def _peak_rss_mb() -> float:
 
 
 def _run_loss(name: str, b: int, k: int, d: int):
-    from milnce.losses import max_margin, mil_nce, nce
 
     g = torch.Generator().manual_seed(0)
     rows = b * k if name.startswith("mil_nce") else b
@@ -42,7 +43,6 @@ def _run_loss(name: str, b: int, k: int, d: int):
 
 
 def _run_s3d(batch: int, frames: int, size: int):
-    from milnce.towers.s3d import S3D
 
     model = S3D(num_classes=512, space_to_depth=True).train()
     clip = torch.rand(batch, 3, frames, size, size)

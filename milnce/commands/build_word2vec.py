@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from milnce.towers.word2vec import save_vocab, word2vec_vocabulary
+from datamodules.narrations.readers import read_caption_folder, read_caption_json
 
 
 def caption_texts(source: Path, text_column: str):
     """Every caption text of caption.json, a folder of per-video CSVs, or one CSV with a text column."""
-    from datamodules.narrations.readers import read_caption_folder, read_caption_json
 
     if source.is_dir():
         for _, _, _, texts in read_caption_folder(source):

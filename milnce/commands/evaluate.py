@@ -11,6 +11,8 @@ from pathlib import Path
 
 
 from milnce.config import ConfigError, load_config
+from milnce.eval.setup import evaluate_checkpoint
+from milnce.train.run import write_results
 
 
 def main(argv=None) -> int:
@@ -23,8 +25,6 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from milnce.eval.setup import evaluate_checkpoint
-    from milnce.train.run import write_results
 
     metrics, cards = evaluate_checkpoint(cfg)
     write_results(Path(cfg.run_dir), metrics, cards)

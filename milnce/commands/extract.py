@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 
+from milnce.api import load_model
+from milnce.search.extract import extract, list_videos
 from milnce.train.threads import pin_torch_threads
 
 
@@ -33,8 +35,6 @@ def main(argv=None):
     if args.threads:
         pin_torch_threads(args.threads)
 
-    from milnce.api import load_model
-    from milnce.search.extract import extract, list_videos
 
     model = load_model(args.checkpoint, device=args.device, vocab=args.vocab)
     videos = list_videos(args.videos)

@@ -14,8 +14,8 @@ import warnings
 from pathlib import Path
 
 
-from datamodules.narrations.readers import CaptionError
 from datamodules.narrations.bags import build_index_from_captions
+from datamodules.narrations.readers import CaptionError
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,8 @@
 import argparse
 import json
 import sys
+from milnce.search.evaluation import evaluate_toy_search
+from milnce.search.server import Searcher, make_server, page_url, results_json
 
 
 def main(argv=None):
@@ -28,11 +30,9 @@ def main(argv=None):
     if not args.serve and not args.query and not args.eval_toy:
         ap.error("give a QUERY, --serve or --eval-toy")
 
-    from milnce.search.server import Searcher, make_server, page_url, results_json
 
     searcher = Searcher(args.index, checkpoint=args.checkpoint, vocab=args.vocab)
     if args.eval_toy:
-        from milnce.search.evaluation import evaluate_toy_search
 
         result = evaluate_toy_search(searcher, args.eval_toy, k=args.top, distinct=args.distinct)
         for q in result["per_query"]:
