@@ -106,7 +106,6 @@ def test_datamodules_import_nothing_from_milnce():
 DEFERRED = {
     "milnce.cli",                 # a verb's module is imported only when that verb runs (`milnce --help` stays fast)
     "milnce.towers.registry",     # a tower's module (transformers for hf_text: ~2 s) is imported when it is built
-    "milnce.text.hf_tokenizer",   # the same for the Hugging Face tokenizer's model lookup
     "datamodules.video.decode",   # decord is an optional extra ([decord])
 }
 

@@ -11,6 +11,8 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from milnce.text.model_lookup import load_offline
+
 # The fast tokenizer's own thread pool clashes with DataLoader worker processes forked after it ran.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -28,9 +30,7 @@ class HFTokenizer:
 
     def _load(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            from milnce.towers.hf_text import load_offline
+            from transformers import AutoTokenizer  # ~2 s to import: only when a Hugging Face tokenizer is used
 
             self._tokenizer = load_offline(AutoTokenizer, self.name_or_path, "tokenizer")
         return self._tokenizer
