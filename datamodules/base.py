@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.epoch_sampler import EpochShardSampler, ResumableEpochs
 from datamodules.narrations.words import build_vocab
 from datamodules.video.clip_source import FileClips, MemoryClips
-from datamodules.video.decode import worker_init
 from datamodules.video.clip_spec import ClipSpec
+from datamodules.video.decode import worker_init
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from datamodules.base import TrainingDataModule
 from datamodules.benchmarks.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
 from datamodules.benchmarks.youcook2 import read_youcook2_json
-from datamodules.base import TrainingDataModule
 from datamodules.epoch_sampler import split_sample_index, with_replacement
 from datamodules.video.decode import DecodeError, probe
 from datamodules.video.transforms import random_crop_flip

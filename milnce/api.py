@@ -24,9 +24,9 @@ from milnce.checkpoint import CheckpointError, load_towers, read_state_dict
 from milnce.eval import common as U
 from milnce.module import VideoTextModule
 from milnce.towers.word2vec import load_vocab
+from datamodules.video.clip_spec import ClipSpec, KEYS as CLIP_KEYS
 from datamodules.video.decode import DecodeError, open_reader, probe
 from datamodules.video.transforms import center_crop
-from datamodules.video.clip_spec import KEYS as CLIP_KEYS, ClipSpec
 
 PathLike = Union[str, Path]
 # The released S3D_HowTo100M model: 32 frames at 10 fps, 224×224 (PROTOCOLS.md, S3D_HowTo100M README).

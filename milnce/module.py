@@ -16,8 +16,8 @@ from milnce.config import ModelConfig, OptimConfig
 from milnce.distributed import gather_batch
 from milnce.grad_cache import grad_cache_step
 from milnce.losses import build_loss, check_finite, negatives_per_positive
-from milnce.towers.registry import build_text_tower, build_tokenizer, build_video_tower
 from milnce.schedule import SCHEDULES
+from milnce.towers.registry import build_text_tower, build_tokenizer, build_video_tower
 from datamodules.video.clip_spec import ClipSpec
 
 

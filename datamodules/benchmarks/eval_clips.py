@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.benchmarks.retrieval_items import RetrievalItem
+from datamodules.video.clip_spec import ClipSpec
 from datamodules.video.decode import DecodeError, probe, read_clip
 from datamodules.video.transforms import center_crop
-from datamodules.video.clip_spec import ClipSpec
 
 
 def window_starts(start: float, end: float, num_windows: int, window_seconds: float) -> np.ndarray:

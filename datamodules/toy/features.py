@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from datamodules.atomic import atomic_path, atomic_write
 from datamodules.narrations.readers import read_video_list
 from datamodules.video.decode import DecodeError, read_video
-from datamodules.atomic import atomic_path, atomic_write
 
 DECODE_FPS = 6.0         # 1 s = 6 frames (2D rows), 2/3 s = 4 frames (3D rows)
 RATE_2D, RATE_3D = 1.0, 1.5

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from datamodules.video.decode import CLIP_TIMEOUT, VIDEO_TIMEOUT, DecodeError, read_clip, read_video
+from datamodules.video.decode import CLIP_TIMEOUT, DecodeError, VIDEO_TIMEOUT, read_clip, read_video
 
 
 def _deadline(timeout: Optional[float], default: float) -> Optional[float]:

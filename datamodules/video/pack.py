@@ -18,8 +18,8 @@ import av
 import numpy as np
 from tqdm.auto import tqdm
 
-from datamodules.video.decode import DecodeError, open_reader, short_side_shape
 from datamodules.atomic import atomic_path
+from datamodules.video.decode import DecodeError, open_reader, short_side_shape
 
 _EPS = 1e-4
 

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from datamodules.atomic import atomic_path
 from datamodules.video.decode import probe, read_clip, set_decoder_threads, worker_init
 from datamodules.video.pack import pack_video
 from datamodules.video.transforms import random_crop_flip
-from datamodules.atomic import atomic_path
 
 
 def synthetic_video(path: Path, seconds: float, seed: int, width=456, height=256, fps=30, keyint=250) -> None:

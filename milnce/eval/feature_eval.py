@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datamodules.feature_store import FeatureError, FeatureSource, feature_path, load_video_features, pool_clip
-from datamodules.benchmarks.retrieval_items import RetrievalSet
 from milnce.eval import common as U
+from datamodules.benchmarks.retrieval_items import RetrievalSet
+from datamodules.feature_store import FeatureError, FeatureSource, feature_path, load_video_features, pool_clip
 from milnce.eval.retrieval_eval import RetrievalEvaluator, RetrievalResult  # noqa: F401 (result type re-exported)
 
 

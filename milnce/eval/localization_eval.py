@@ -26,10 +26,10 @@ from datamodules.benchmarks.crosstask import CrossTaskRelease, CrossTaskVideo, r
 from milnce.eval.localization import (InfeasibleAlignment, align_steps, argmax_steps, chance_recall, crosstask_recall,
                                  step_costs)
 from milnce.eval.plots import plot_step_scores
-from datamodules.video.decode import DecodeError, probe, read_clip, read_video
-from datamodules.video.transforms import center_crop
 from datamodules.atomic import atomic_write
 from datamodules.video.clip_spec import ClipSpec
+from datamodules.video.decode import DecodeError, probe, read_clip, read_video
+from datamodules.video.transforms import center_crop
 
 log = logging.getLogger(__name__)
 COSTS = ("log_softmax", "similarity")

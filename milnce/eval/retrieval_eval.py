@@ -20,9 +20,9 @@ from tqdm import tqdm
 from milnce.eval import common as U
 from milnce.eval.plots import plot_rank_histogram
 from milnce.eval.retrieval import metrics_from_ranks, rank_histogram, retrieval_metrics, retrieval_ranks
+from datamodules.atomic import atomic_write
 from datamodules.benchmarks.eval_clips import RetrievalClips, collate_windows
 from datamodules.benchmarks.retrieval_items import RetrievalSet
-from datamodules.atomic import atomic_write
 from datamodules.video.clip_spec import ClipSpec
 
 POOLINGS = ("mean", "max")

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
+from datamodules.atomic import atomic_path, atomic_write
 from datamodules.benchmarks.crosstask import CrossTaskRelease, read_video_list as read_crosstask_videos
 from datamodules.benchmarks.msrvtt import read_msrvtt
 from datamodules.benchmarks.youcook2 import read_youcook2
 from datamodules.narrations.readers import read_video_list
 from datamodules.video.decode import DecodeError, probe, read_clip
-from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
 

@@ -23,11 +23,11 @@ from milnce.train.checkpoint_io import AtomicCheckpointIO
 from milnce.train.failures import FailureBudget
 from milnce.train.threads import denormals_flushed, pin_torch_threads
 from milnce.train.throughput import ThroughputMonitor, TrainingClock
+from datamodules.atomic import atomic_write
 from datamodules.features import FeatureDataModule
 from datamodules.finetune import FinetuneDataModule
 from datamodules.howto100m import HowTo100MDataModule
 from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
-from datamodules.atomic import atomic_write
 from datamodules.video.clip_spec import ClipSpec
 
 log = logging.getLogger("milnce")
