@@ -10,6 +10,7 @@ import sys
 
 from milnce.config import ConfigError, load_config
 from milnce.train.run import train
+from milnce.train.run_lock import RunDirLocked
 
 
 def main(argv=None) -> int:
@@ -22,7 +23,11 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    train(cfg)
+    try:
+        train(cfg)
+    except RunDirLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -21,6 +21,7 @@ from milnce.eval.setup import build_eval_callbacks, collect_metrics
 from milnce.module import VideoTextModule
 from milnce.train.checkpoint_io import AtomicCheckpointIO
 from milnce.train.failures import FailureBudget
+from milnce.train.run_lock import RunLock
 from milnce.train.threads import denormals_flushed, pin_torch_threads
 from milnce.train.throughput import ThroughputMonitor, TrainingClock
 from datamodules.features import FeatureDataModule
@@ -147,6 +148,11 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # a second run on this run_dir refuses; a killed run's stale lock is taken over
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, float]:
     atomic_write(run_dir / "config.yaml", to_yaml(cfg))
     print("[milnce] resolved config:\n" + to_yaml(cfg))
     devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
