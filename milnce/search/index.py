@@ -5,7 +5,7 @@ Layout of an index directory:
     shards/shard_00000.npy      N×D float32 embeddings
     shards/shard_00000.json     N rows [video, start, end] (video = the path as given to extraction)
     done.txt                    videos whose rows are in a written shard (one per line; what resuming skips)
-    failed.tsv                  videos that could not be read: path<TAB>reason
+    failed.tsv                  videos that could not be read, or whose embeddings are not finite: path<TAB>reason
     faiss.index                 built from all shards by `build_faiss` (IndexFlatIP: exact; IVF optional)
 
 Scores are inner products of the stored vectors with the query: the training score (dot product) by default, the
@@ -25,6 +25,25 @@ SETTINGS = "index.json"
 DONE = "done.txt"
 FAILED = "failed.tsv"
 FAISS = "faiss.index"
+
+
+class NonFiniteEmbedding(ValueError):
+    """Embeddings with NaN or ±inf: refused, so no search ever meets them (a NaN row poisons every query)."""
+
+
+def nonfinite_rows(emb: np.ndarray) -> np.ndarray:
+    """Indices of the rows of N×D `emb` holding a NaN or ±inf."""
+    emb = np.asarray(emb)
+    return np.flatnonzero(~np.isfinite(emb.reshape(emb.shape[0], -1)).all(axis=1)) if emb.size else np.zeros(0, int)
+
+
+def check_finite_rows(video: str, starts: Sequence[float], ends: Sequence[float], emb: np.ndarray) -> None:
+    """Raise NonFiniteEmbedding naming the video and its first non-finite windows."""
+    bad = nonfinite_rows(emb)
+    if bad.size:
+        shown = ", ".join(f"row {i} ({float(starts[i]):.2f}-{float(ends[i]):.2f} s)" for i in bad[:5])
+        raise NonFiniteEmbedding(f"{video}: non-finite embedding in {bad.size} of {len(emb)} windows: {shown}"
+                                 f"{' …' if bad.size > 5 else ''}; the video is refused")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -58,6 +77,7 @@ class IndexWriter:
 
     def add(self, video: str, starts: Sequence[float], ends: Sequence[float], embeddings: np.ndarray) -> None:
         emb = np.asarray(embeddings, dtype=np.float32)
+        check_finite_rows(video, starts, ends, emb)
         if self.settings.get("normalize"):
             emb = l2_normalize(emb)
         if "dim" in self.settings and emb.shape[1] != self.settings["dim"]:
@@ -136,6 +156,12 @@ def build_faiss(root: PathLike, nlist: int = 0, nprobe: int = 16) -> Dict[str, A
     emb, rows = load_shards(root)
     if emb.shape[0] == 0:
         raise ValueError(f"{root}: no embeddings to index (did every video fail? see {root / FAILED})")
+    bad = nonfinite_rows(emb)
+    if bad.size:  # shards written before the check: never let them into faiss
+        video, start, end = rows[int(bad[0])]
+        raise NonFiniteEmbedding(f"{root}: {bad.size} non-finite embedding row(s) in the shards, the first row "
+                                 f"{int(bad[0])} ({video}, {start}-{end} s); faiss.index not written (re-extract "
+                                 "those videos into a new --out)")
     dim = emb.shape[1]
     if nlist > 0:
         if emb.shape[0] < 39 * nlist:

@@ -21,6 +21,7 @@ from milnce.eval.setup import build_eval_callbacks, collect_metrics
 from milnce.module import VideoTextModule
 from milnce.train.checkpoint_io import AtomicCheckpointIO
 from milnce.train.failures import FailureBudget
+from milnce.train.numerics import FiniteGradients
 from milnce.train.run_lock import RunLock
 from milnce.train.threads import denormals_flushed, pin_torch_threads
 from milnce.train.throughput import ThroughputMonitor, TrainingClock
@@ -123,6 +124,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps, fast_dev_run=t.fast_dev_run, logger=loggers,
         callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), ThroughputMonitor(), TrainingClock(),
+                   FiniteGradients(t.nonfinite_grads, t.max_skipped_steps),
                    *checkpoints,
                    TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
