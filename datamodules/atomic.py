@@ -110,6 +110,15 @@ def atomic_create(path: PathLike, data: Union[str, bytes]) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError:  # a file system without hard links: exclusive create, then write (not atomic in content)
+            try:
+                fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(tmp.read_bytes())
+                f.flush()
+                os.fsync(f.fileno())
         fsync_dir(path.parent)
         return True
     finally:

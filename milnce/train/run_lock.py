@@ -30,8 +30,9 @@ class RunDirLocked(RuntimeError):
 
 
 def is_global_zero_process() -> bool:
-    """Before the Trainer exists: rank 0 unless the launcher (torchrun, Lightning's DDP, SLURM) says otherwise."""
-    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+    """Before the Trainer exists: rank 0 unless the launcher says otherwise (torchrun: RANK; Lightning's DDP
+    launcher: LOCAL_RANK/NODE_RANK; srun: SLURM_PROCID; mpirun: OMPI_COMM_WORLD_RANK)."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"):
         value = os.environ.get(var)
         if value not in (None, "") and value.strip() != "0":
             return False

@@ -67,6 +67,18 @@ def test_a_recycled_pid_and_an_unreadable_lock_are_stale(tmp_path, live_pid):
         pass
 
 
+def test_lock_without_hard_links_is_still_exclusive(tmp_path, monkeypatch, live_pid):
+    def no_links(src, dst):
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with RunLock(tmp_path, enabled=True):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    _write_lock(tmp_path, live_pid, start=_start_time(live_pid))
+    with pytest.raises(RunDirLocked):
+        RunLock(tmp_path, enabled=True).acquire()
+
+
 def test_lock_is_released_when_the_run_raises(tmp_path):
     with pytest.raises(ValueError):
         with RunLock(tmp_path, enabled=True):
@@ -74,7 +86,7 @@ def test_lock_is_released_when_the_run_raises(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-@pytest.mark.parametrize("var", ["LOCAL_RANK", "RANK", "NODE_RANK"])
+@pytest.mark.parametrize("var", ["LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"])
 def test_only_global_rank_zero_takes_the_lock(tmp_path, monkeypatch, var):
     monkeypatch.setenv(var, "1")
     with RunLock(tmp_path):
