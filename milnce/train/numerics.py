@@ -47,7 +47,7 @@ class FiniteGradients(pl.Callback):
 
     @staticmethod
     def _scaler_owns_infs(trainer) -> bool:
-        return str(getattr(trainer, "precision", "")).startswith("16")
+        return str(getattr(trainer, "precision", "")) in ("16-mixed", "16")  # 16-true has no GradScaler
 
     def bad_parameters(self, pl_module) -> List[str]:
         grads = [(name, p.grad) for name, p in pl_module.named_parameters() if p.grad is not None]
