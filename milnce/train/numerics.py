@@ -12,6 +12,11 @@ all-reduce, so every rank sees the same gradients and decides the same), before 
   and its moments untouched), warns, counts it as `train/skipped_steps`, and stops like `stop` once more than
   `trainer.max_skipped_steps` steps were skipped. The count is saved in checkpoints, so a resumed run keeps it.
 
+After every step `on_train_batch_end` checks the weights themselves (an update that overflowed them, a too-large
+learning rate): non-finite weights raise `NonFiniteWeights` naming the step and the parameters, before
+ModelCheckpoint (which Lightning runs after every other callback) could save them; the last checkpoint on disk is
+the last good one.
+
 Under `precision=16-mixed` the GradScaler owns inf/NaN gradients (it skips the step and lowers the loss scale; that
 is its normal working), so the callback leaves them to it.
 """
@@ -32,6 +37,20 @@ class NonFiniteGradients(FloatingPointError):
     """NaN or ±inf gradients reached the optimizer step (or too many steps were skipped for them)."""
 
 
+class NonFiniteWeights(FloatingPointError):
+    """An optimizer step left NaN or ±inf in the weights."""
+
+
+def _nonfinite_names(named) -> List[str]:
+    named = [(name, t) for name, t in named if t is not None]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])  # one sync for the whole model
+    if bool(finite.all()):
+        return []
+    return [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+
+
 class FiniteGradients(pl.Callback):
     def __init__(self, mode: str = "stop", max_skipped: int = 10, show: int = 5):
         if mode not in MODES:
@@ -50,13 +69,18 @@ class FiniteGradients(pl.Callback):
         return str(getattr(trainer, "precision", "")) in ("16-mixed", "16")  # 16-true has no GradScaler
 
     def bad_parameters(self, pl_module) -> List[str]:
-        grads = [(name, p.grad) for name, p in pl_module.named_parameters() if p.grad is not None]
-        if not grads:
-            return []
-        finite = torch.stack([torch.isfinite(g).all() for _, g in grads])  # one sync for the whole model
-        if bool(finite.all()):
-            return []
-        return [name for (name, _), ok in zip(grads, finite.tolist()) if not ok]
+        return _nonfinite_names((name, p.grad) for name, p in pl_module.named_parameters())
+
+    def _names(self, bad: List[str]) -> str:
+        return ", ".join(bad[:self.show]) + (f" and {len(bad) - self.show} more" if len(bad) > self.show else "")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bad = _nonfinite_names(pl_module.named_parameters())
+        if bad:
+            raise NonFiniteWeights(
+                f"non-finite weights after the optimizer step of global step {trainer.global_step - 1}, batch "
+                f"{batch_idx}, in {len(bad)} parameter(s): {self._names(bad)}; stopping before they are saved "
+                "(lower the learning rate or check the precision; the last checkpoint is the last good one)")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self._scaler_owns_infs(trainer):
@@ -64,7 +88,7 @@ class FiniteGradients(pl.Callback):
         bad = self.bad_parameters(pl_module)
         if not bad:
             return
-        names = ", ".join(bad[:self.show]) + (f" and {len(bad) - self.show} more" if len(bad) > self.show else "")
+        names = self._names(bad)
         where = f"global step {trainer.global_step}, batch {self.batch_idx}"
         if self.mode == "stop":
             raise NonFiniteGradients(

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from milnce.search.index import IndexWriter, NonFiniteEmbedding, build_faiss, load_shards, read_failed
-from milnce.train.numerics import FiniteGradients, NonFiniteGradients
+from milnce.train.numerics import FiniteGradients, NonFiniteGradients, NonFiniteWeights
 
 
 class Linear(pl.LightningModule):
@@ -43,17 +43,32 @@ class PoisonGradients(pl.Callback):
             pl_module.layer.bias.grad.fill_(float("nan"))
 
 
-def _fit(tmp_path, guard, poison, steps=6):
+class OverflowWeights(pl.Callback):
+    """The update of the given step leaves an inf in the weight (what a huge learning rate does)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step + 1:
+            with torch.no_grad():
+                pl_module.layer.weight[0, 0] = float("inf")
+
+
+def _fit(tmp_path, guard, poison, steps=6, extra=(), checkpoints=False):
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
     module = Linear()
-    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    callbacks = [PoisonGradients(poison), *extra, guard]
+    if checkpoints:
+        callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1))
+    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=checkpoints, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", default_root_dir=str(tmp_path),
-                         callbacks=[PoisonGradients(poison), guard])
+                         callbacks=callbacks)
     error = None
     try:
         trainer.fit(module, DataLoader(data, batch_size=4))
-    except NonFiniteGradients as err:
+    except (NonFiniteGradients, NonFiniteWeights) as err:
         error = err
     return module, trainer, error
 
@@ -83,6 +98,16 @@ def test_skip_mode_skips_counts_and_leaves_the_weights_of_the_skipped_step(tmp_p
 def test_skip_mode_stops_past_its_budget(tmp_path):
     _, trainer, error = _fit(tmp_path, FiniteGradients("skip", max_skipped=1), poison=[1, 3])
     assert error is not None and "global step 3" in str(error) and "trainer.max_skipped_steps=1" in str(error)
+
+
+def test_an_update_that_overflows_the_weights_stops_before_they_are_saved(tmp_path):
+    _, trainer, error = _fit(tmp_path, FiniteGradients("stop"), poison=[], extra=[OverflowWeights(3)],
+                             checkpoints=True)
+    assert isinstance(error, NonFiniteWeights)
+    assert "global step 3, batch 3" in str(error) and "layer.weight" in str(error)
+    last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3  # saved after step 3 (index 2); the overflowed step 4 (index 3) never was
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
 
 def test_bad_mode_is_refused():
