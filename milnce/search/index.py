@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from datamodules.atomic import atomic_path, atomic_write
@@ -25,6 +25,10 @@ SETTINGS = "index.json"
 DONE = "done.txt"
 FAILED = "failed.tsv"
 FAISS = "faiss.index"
+
+
+class IndexWriteError(OSError):
+    """A shard, the settings or faiss.index could not be written; names the file. What was complete stays so."""
 
 
 class NonFiniteEmbedding(ValueError):
@@ -98,18 +102,27 @@ class IndexWriter:
             return
         name = f"shard_{len(self.settings['shards']):05d}"
         shard_dir = self.root / "shards"
-        with atomic_path(shard_dir / f"{name}.npy") as tmp:
-            np.save(tmp, np.concatenate(self._emb) if self._emb else np.zeros((0, self.settings["dim"]), np.float32))
-        atomic_write(shard_dir / f"{name}.json", json.dumps(self._rows))
+        path = shard_dir / f"{name}.npy"
+        try:
+            with atomic_path(path) as tmp:
+                np.save(tmp, np.concatenate(self._emb) if self._emb else np.zeros((0, self.settings["dim"]),
+                                                                                    np.float32))
+            path = shard_dir / f"{name}.json"
+            atomic_write(path, json.dumps(self._rows))
+            path = self.root / SETTINGS
+            self.write_settings({**self.settings, "shards": [*self.settings["shards"], name]})
+        except OSError as err:  # disk full, file-size limit, read-only: index.json still lists the complete shards
+            raise IndexWriteError(f"{path}: cannot write the moment index ({type(err).__name__}: {err}); it keeps "
+                                  f"its {len(self.settings['shards'])} complete shard(s); rerun the same command "
+                                  "once there is space: it resumes with the videos not yet done") from err
         self.settings["shards"].append(name)
-        self.write_settings()
         with open(self.root / DONE, "a") as f:  # after the shard: a crash before this line redoes these videos
             f.writelines(v + "\n" for v in self._videos)
         self.done.update(self._videos)
         self._emb, self._rows, self._videos = [], [], []
 
-    def write_settings(self) -> None:
-        atomic_write(self.root / SETTINGS, json.dumps(self.settings, indent=1))
+    def write_settings(self, settings: Optional[Dict[str, Any]] = None) -> None:
+        atomic_write(self.root / SETTINGS, json.dumps(self.settings if settings is None else settings, indent=1))
 
     def close(self) -> None:
         self.flush()
@@ -175,8 +188,13 @@ def build_faiss(root: PathLike, nlist: int = 0, nprobe: int = 16) -> Dict[str, A
         index = faiss.IndexFlatIP(dim)
         kind = "FlatIP"
     index.add(emb)
-    with atomic_path(root / FAISS) as tmp:
-        faiss.write_index(index, str(tmp))
+    try:
+        with atomic_path(root / FAISS) as tmp:
+            faiss.write_index(index, str(tmp))
+    except (OSError, RuntimeError) as err:  # faiss reports a failed write as RuntimeError
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise IndexWriteError(f"{root / FAISS}: cannot write the faiss index ({type(err).__name__}: {first}); the "
+                              "previous faiss.index, if any, is intact; rerun once there is space") from err
     settings = read_settings(root)
     settings.update({"faiss": kind, "rows": int(emb.shape[0])})
     atomic_write(root / SETTINGS, json.dumps(settings, indent=1))

@@ -102,3 +102,55 @@ def test_training_under_a_file_size_limit_stops_naming_the_checkpoint_then_resum
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from {last}" in again.stdout
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+LIMITED_EXTRACT = """
+import resource, sys
+from types import SimpleNamespace
+import numpy as np
+sys.path.insert(0, {root!r})
+from milnce.search import extract as extract_mod
+from milnce.search.index import IndexWriteError
+
+def encode_video(model, video, window, stride, batch_size):
+    emb = np.random.default_rng(int(video[1:-4])).standard_normal((4, 512)).astype(np.float32)
+    starts = np.arange(4.0)
+    return SimpleNamespace(video=video, starts=starts, ends=starts + 2, embeddings=emb, duration=6.0)
+
+extract_mod.encode_video = encode_video
+if {limit}:
+    resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+model = SimpleNamespace(preprocess={{"fps": 10}}, checkpoint_path="fake.ckpt")
+try:
+    print("DONE", extract_mod.extract(model, ["v%d.mp4" % i for i in range({videos})], {out!r}, window=2.0,
+                                      stride=1.0, shard_rows=20, progress=False))
+except IndexWriteError as err:
+    print("REFUSED", err)
+"""
+
+
+def _extract_child(out, videos, limit=0):
+    script = LIMITED_EXTRACT.format(root=str(ROOT), out=str(out), videos=videos, limit=limit)
+    child = subprocess.run([sys.executable, "-c", script], env=run_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    return child.stdout
+
+
+def test_file_size_limit_during_extraction_keeps_the_index_complete_and_the_rerun_resumes(tmp_path):
+    from milnce.search.index import MomentIndex, load_shards, read_settings
+
+    out = tmp_path / "index"
+    assert _extract_child(out, videos=5).startswith("DONE")            # 1 shard of 5 videos × 4 windows, 40 KB
+    before = (out / "faiss.index").read_bytes()
+    refused = _extract_child(out, videos=10, limit=30_000)             # the next 40 KB shard cannot be written
+    assert refused.startswith("REFUSED") and f"{out / 'shards' / 'shard_00001.npy'}: cannot write" in refused
+    assert read_settings(out)["shards"] == ["shard_00000"]
+    emb, rows = load_shards(out)
+    assert emb.shape == (20, 512) and len(rows) == 20
+    assert (out / "faiss.index").read_bytes() == before and len(MomentIndex(out)) == 20
+    assert not [p.name for p in (out / "shards").iterdir() if ".tmp-" in p.name]
+    assert _extract_child(out, videos=10).startswith("DONE")           # space is back: resumes, no duplicates
+    emb, rows = load_shards(out)
+    assert emb.shape == (40, 512) and sorted({r[0] for r in rows}) == sorted(f"v{i}.mp4" for i in range(10))
+    assert len(MomentIndex(out)) == 40
