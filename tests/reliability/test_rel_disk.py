@@ -154,3 +154,31 @@ def test_file_size_limit_during_extraction_keeps_the_index_complete_and_the_reru
     emb, rows = load_shards(out)
     assert emb.shape == (40, 512) and sorted({r[0] for r in rows}) == sorted(f"v{i}.mp4" for i in range(10))
     assert len(MomentIndex(out)) == 40
+
+
+LIMITED_NARRATIONS = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from datamodules.narrations.index import NarrationIndex, NarrationIndexWriteError
+videos = [("v%d" % i, [0.0, 1.0], [1.0, 2.0], ["word " * 200, "more " * 200]) for i in range(200)]
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    NarrationIndex.build(iter(videos), {out!r}, overwrite=True)
+    print("BUILT")
+except NarrationIndexWriteError as err:
+    print("REFUSED", err)
+"""
+
+
+def test_file_size_limit_during_narration_index_building_keeps_the_previous_index(tmp_path):
+    from datamodules.narrations.index import NarrationIndex
+
+    out = tmp_path / "narration_index"
+    NarrationIndex.build([("a", [0.0], [1.0], ["hello"]), ("b", [0.0], [2.0], ["world"])], out)
+    child = subprocess.run([sys.executable, "-c", LIMITED_NARRATIONS.format(root=str(ROOT), out=str(out))],
+                           env=run_env(), capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.startswith("REFUSED") and f"{out}: cannot write the narration index" in child.stdout
+    index = NarrationIndex.open(out)
+    assert len(index) == 2 and index.texts(1) == ["world"]  # the previous index, complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["narration_index"]  # no temporary folder left
