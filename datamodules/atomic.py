@@ -89,3 +89,38 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_create(path: PathLike, data: Union[str, bytes]) -> bool:
+    """Create `path` holding `data`, complete, only if it does not exist yet: False (nothing written) if it does.
+
+    The bytes go to a temporary, are fsynced, and are hard-linked to `path` (link fails if `path` exists), so two
+    processes racing for the same name cannot both win and nobody ever reads a half-written file (lock files).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        _fsync_file(tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create, then write (not atomic in content)
+            try:
+                fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(tmp.read_bytes())
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(path.parent)
+        return True
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -227,6 +227,8 @@ class TrainerConfig:
     flush_denormal: bool = False         # flush subnormal floats to zero (x86 CPUs: avoids slow denormal arithmetic)
     monitor: Optional[str] = None        # keep the best checkpoint by this metric too (e.g. youcook2/R1)
     monitor_mode: str = "max"
+    nonfinite_grads: str = "stop"        # NaN/inf gradients with a finite loss: stop naming step + parameters, or skip
+    max_skipped_steps: int = 10          # nonfinite_grads=skip: stop once more steps than this were skipped
 
 
 @dataclass

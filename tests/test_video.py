@@ -133,6 +133,43 @@ def test_variable_frame_rate(tmp_path, backend):
         assert indices(clip) == expected_exact(times, start, 8, fps), (start, fps)
 
 
+def write_ntsc_video(path, rate, num_frames):
+    """A file at rate = N/1001 fps whose stream time base is one frame (1001/N): the timestamps are exact."""
+    tick = 1 / rate
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "25"}
+        stream.time_base = stream.codec_context.time_base = tick
+        for k in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(frame_image(k, 64, 48), "rgb24")
+            frame.pts, frame.time_base = k, tick
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as f:  # mp4 stores it as 1001 ticks of 1/N: frame k starts at exactly k*1001/N s
+        stream = f.streams.video[0]
+        stamps = sorted(Fraction(p.pts) * Fraction(stream.time_base) for p in f.demux(stream) if p.pts is not None)
+        assert stamps == [k * tick for k in range(num_frames)]
+    return str(path)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rate,fps", [(Fraction(30000, 1001), 10), (Fraction(30000, 1001), 30),
+                                      (Fraction(60000, 1001), 10), (Fraction(24000, 1001), 24),
+                                      (Fraction(24000, 1001), 5)])
+def test_ntsc_rates_are_frame_exact(tmp_path, backend, rate, fps):
+    # frame k starts at k*1001/N s, just after k/(N/1000): a target that a frame misses by 33 us is not its frame
+    path = write_ntsc_video(tmp_path / "ntsc.mp4", rate, 75)
+    times = [float(k / rate) for k in range(75)]
+    for start in [0.0, 0.5, 1.0, 24 / 24000 * 1001]:
+        n = min(8, int((float(74 / rate) - start) * fps))
+        clip = read_clip(path, start, n, fps, None, backend=backend)
+        assert indices(clip) == expected_exact(times, start, n, fps), (start, fps)
+    if rate == Fraction(30000, 1001) and fps == 10:
+        # frame 2 is on screen at 0.1 s; frame 3 starts at 0.1001 s
+        assert indices(read_clip(path, 0.0, 3, 10, None, backend=backend)) == [0, 2, 5]
+
+
 def test_decoder_threads_keep_frames_exact(h264):
     one = read_clip(h264, 0.7, 10, 10, None, backend="pyav", threads=1)
     two = read_clip(h264, 0.7, 10, 10, None, backend="pyav", threads=2)

@@ -46,6 +46,10 @@ VERSION = 1
 _META_DIR = "meta"
 
 
+class NarrationIndexWriteError(OSError):
+    """The index could not be written (full disk, file-size limit, read-only folder); names the folder."""
+
+
 class NarrationIndex:
     """Read-only, memory-mapped narrations of a corpus; see the module docstring for the layout."""
 
@@ -75,6 +79,17 @@ class NarrationIndex:
         out_dir = Path(out_dir)
         if out_dir.exists() and not overwrite:
             raise FileExistsError(f"{out_dir} exists (pass overwrite=True to replace it)")
+        try:
+            cls._build(videos, out_dir, meta, stats)
+        except OSError as err:  # disk full, file-size limit, read-only: atomic_dir left the previous index as it was
+            where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+            raise NarrationIndexWriteError(
+                f"{out_dir}: cannot write the narration index{where} ({type(err).__name__}: {err}); the previous "
+                "index there, if any, is complete and unchanged; rerun once there is space") from err
+        return cls(out_dir)
+
+    @staticmethod
+    def _build(videos, out_dir: Path, meta, stats) -> None:
         with atomic_dir(out_dir) as tmp:
             video_ids, num_narrations, text_bytes, skipped = _write_narrations(videos, tmp)
             if not video_ids:
@@ -93,7 +108,6 @@ class NarrationIndex:
                         "videos_without_narrations": skipped,
                         "build_stats": stats.as_dict() if hasattr(stats, "as_dict") else dict(stats or {})}
             (tmp / "index.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
-        return cls(out_dir)
 
     @staticmethod
     def exists(path) -> bool:

@@ -1,6 +1,15 @@
 """The reader contract every video backend implements: DecodeError, VideoInfo, Targets (which frames a clip shows) and
 the VideoReader base class, plus the thread settings readers share. Backends (pyav.py, decord.py) import only this
 module; decode.py picks a backend and adds deadlines and fallbacks.
+
+Timestamp tolerance. A source frame is on screen at target t when its timestamp p satisfies p <= t + eps, and eps
+is the precision of the timestamps the backend gives, never a fixed amount of time: a frame that starts after t
+by more than that precision is not on screen at t, however little later it starts (on a 30000/1001 fps file
+sampled at 10 fps, frame 3 starts at 0.1001 s, so the clip's second frame is frame 2). PyAV's timestamps are exact
+multiples pts × time_base converted once to double, so eps is a few double ulps at t (`exact_tolerance`, ~1e-14 s
+at 1 s, ~1e-11 s at 1 h, always under half a tick of the time base). decord stores its timestamps as float32, so
+eps is a few float32 ulps at t and at the file's start offset (`float32_tolerance`: ~1 µs at 0.1 s, ~1 ms at 1 h);
+two frames closer than that are indistinguishable to decord, and on very long videos pyav is the exact backend.
 """
 from __future__ import annotations
 
@@ -66,27 +75,37 @@ def worker_init(worker_id: int) -> None:
     set_decoder_threads(1)
 
 
-def _eps(t: float) -> float:
-    # 0.1 ms, plus float32 rounding of decord's timestamps on long videos
-    return 1e-4 + 1e-7 * abs(t)
+def exact_tolerance(t: float) -> float:
+    """How far a timestamp computed in double precision may sit past the time it stands for near `t` seconds: a
+    few units in the last place (the timestamps themselves are exact)."""
+    return 16 * math.ulp(abs(float(t)) + 1.0)
+
+
+def float32_tolerance(t: float) -> float:
+    """The same for timestamps stored as float32 (decord): a few float32 units in the last place at `t`."""
+    return 4 * float(np.spacing(np.float32(abs(float(t)) + 1.0))) + exact_tolerance(t)
 
 
 class Targets:
     """Clip frame i shows the last source frame with timestamp <= a_i, a_i = base + i/fps (i < count).
 
     exact: base = start + eps (frame on screen at start + i/fps); ffmpeg: base = start + 1/(2 fps) - eps (the
-    original's fps filter). count None = unbounded (a whole video).
+    original's fps filter). count None = unbounded (a whole video). eps is the precision of the backend's
+    timestamps near the clip's end (VideoReader.tolerance); by default that of exact timestamps in double precision.
     """
 
-    def __init__(self, start: float, fps: float, count: Optional[int], sampling: str = "exact"):
+    def __init__(self, start: float, fps: float, count: Optional[int], sampling: str = "exact",
+                 eps: Optional[float] = None):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.start, self.fps, self.count = float(start), float(fps), count
-        end = self.start + (count or 0) / self.fps
+        if eps is None:
+            eps = exact_tolerance(self.start + (count or 0) / self.fps)
+        self.eps = float(eps)
         if sampling == "exact":
-            self.base = self.start + _eps(end)
+            self.base = self.start + self.eps
         else:
-            self.base = self.start + 0.5 / self.fps - _eps(end)
+            self.base = self.start + 0.5 / self.fps - self.eps
 
     def key(self, i: int) -> float:
         return self.base + i / self.fps
@@ -123,6 +142,11 @@ class VideoReader(abc.ABC):
     def info(self) -> VideoInfo:
         """Duration, rate, size and rotation of the open file."""
 
+    def tolerance(self, t: Optional[float]) -> float:
+        """How far past the time it stands for a timestamp of this backend may sit near `t` seconds (None: anywhere
+        in the file). Exact rationals converted once to double by default."""
+        return exact_tolerance(t or 0.0)
+
     @abc.abstractmethod
     def _frames(self, targets: Targets, size: Optional[int], deadline: Optional[float]) -> np.ndarray:
         """The frames on screen at `targets`, RGB uint8 N×H×W×3, short side resized to `size`."""
@@ -131,14 +155,16 @@ class VideoReader(abc.ABC):
              sampling: str = "exact", deadline: Optional[float] = None) -> torch.Tensor:
         """num_frames frames at start + i/fps, short side resized to `size` (None/0: native): uint8 T×H×W×3."""
         _check_window(self.path, start, num_frames, fps, size, sampling)
-        targets = Targets(float(start), float(fps), int(num_frames), sampling)
+        end = float(start) + int(num_frames) / float(fps)
+        targets = Targets(float(start), float(fps), int(num_frames), sampling, eps=self.tolerance(end))
         frames = self._frames(targets, int(size) if size else None, deadline)
         return torch.from_numpy(np.ascontiguousarray(frames))
 
     def video(self, fps: float, size: Optional[int] = None, deadline: Optional[float] = None) -> torch.Tensor:
         """The whole video at `fps` (frames at 0, 1/fps, … before the end): uint8 T×H×W×3."""
         _check_window(self.path, 0.0, 1, fps, size)
-        frames = self._frames(Targets(0.0, float(fps), None), int(size) if size else None, deadline)
+        targets = Targets(0.0, float(fps), None, eps=self.tolerance(None))
+        frames = self._frames(targets, int(size) if size else None, deadline)
         return torch.from_numpy(np.ascontiguousarray(frames))
 
     def close(self) -> None:

@@ -1,8 +1,8 @@
 """Frame-exact clip decoding: one reader interface over PyAV and decord, typed failures, deadlines.
 
 Timing, the same for every backend. Time 0 is the first frame's presentation time. Frame i of a clip is the source
-frame on screen at t_i = start + i/fps: the last frame whose timestamp is <= t_i (within 0.1 ms), variable frame
-rate included. The video lasts until its last frame's timestamp plus that frame's duration. A window that runs past
+frame on screen at t_i = start + i/fps: the last frame whose timestamp is <= t_i (within the precision of the
+backend's timestamps, see video/base.py), variable frame rate included. The video lasts until its last frame's timestamp plus that frame's duration. A window that runs past
 the end repeats the last real frame for the missing tail (never zeros); a window starting at or after the end, or
 at a negative time, is a `WindowError` (a `DecodeError`).
 

@@ -1,7 +1,7 @@
 """decord backend of datamodules.video.decode: frame timestamps from decord's index, frames from get_batch.
 
 decord indexes every packet when it opens a file (cost grows with the video's length), returns float32 timestamps
-(hence the tolerance in video._eps), applies 180° rotation metadata but fails on 90°/270° (reported as a
+(hence `tolerance`: a few float32 ulps at the frame's time plus the file's start offset, see video/base.py), applies 180° rotation metadata but fails on 90°/270° (reported as a
 DecodeError naming the cause, so backend="auto" moves on to PyAV), and resizes here with torch.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import decord
 import numpy as np
 
 from datamodules.video.base import (DecodeError, Targets, VideoInfo, VideoReader, WindowError, check_deadline,
-                                    resize_frames)
+                                    float32_tolerance, resize_frames)
 
 _BATCH = 32  # frames per get_batch call: bounds memory on whole videos and lets the deadline be checked
 
@@ -41,10 +41,17 @@ class DecordReader(VideoReader):
         stamps = np.asarray(stamps, dtype=np.float64).reshape(count, 2)
         if np.any(np.diff(stamps[:, 0]) < 0):
             raise DecodeError(self.path, "decord's frame timestamps are not in display order")
+        self.origin = float(stamps[0, 0])
         self.times = stamps[:, 0] - stamps[0, 0]
         self.end = float(stamps[-1, 1] - stamps[0, 0])
         if self.end <= self.times[-1]:  # no frame duration known: assume the average frame period
             self.end = float(self.times[-1] + (self.times[-1] / (count - 1) if count > 1 else 0.0))
+
+    def tolerance(self, t: Optional[float]) -> float:
+        """float32 timestamps (stored relative to the file's start, then shifted to 0 here): their rounding at
+        the absolute time, plus that of the start."""
+        t = self.end if t is None else float(t)
+        return float32_tolerance(abs(t) + abs(self.origin)) + float32_tolerance(self.origin)
 
     @property
     def info(self) -> VideoInfo:

@@ -21,7 +21,8 @@ from typing import List, Optional
 import av
 import numpy as np
 
-from datamodules.video.base import DecodeError, Targets, VideoInfo, VideoReader, WindowError, check_deadline
+from datamodules.video.base import (DecodeError, Targets, VideoInfo, VideoReader, WindowError, check_deadline,
+                                    exact_tolerance)
 from datamodules.video.transforms import short_side_shape
 
 _TRUNCATION_SLACK = 0.5  # seconds the header's duration may exceed the decodable frames before we call it truncated
@@ -72,6 +73,12 @@ class PyAVReader(VideoReader):
             start = self.container.start_time or 0
             return (self.container.duration + start) / av.time_base - float(self.origin * self.tb)
         return None
+
+    def tolerance(self, t: Optional[float]) -> float:
+        """Timestamps are exact (pts - start) × time_base: double rounding only, and under half a tick."""
+        if t is None:
+            t = self.header_duration or 0.0
+        return min(exact_tolerance(t), float(self.tb) / 2)
 
     # -- decoding ------------------------------------------------------------------------------------------------
     def _seek(self, seconds: float) -> None:

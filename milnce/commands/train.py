@@ -9,7 +9,9 @@ import sys
 
 
 from milnce.config import ConfigError, load_config
+from milnce.train.checkpoint_io import CheckpointSaveError
 from milnce.train.run import train
+from milnce.train.run_lock import RunDirLocked
 
 
 def main(argv=None) -> int:
@@ -22,7 +24,14 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    train(cfg)
+    try:
+        train(cfg)
+    except RunDirLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except CheckpointSaveError as err:  # disk full, file-size limit, read-only run_dir: the previous one is intact
+        print(f"error: {err}", file=sys.stderr)
+        return 4
     return 0
 
 

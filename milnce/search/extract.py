@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from milnce.api import clip_seconds, encode_video
-from milnce.search.index import IndexWriter, build_faiss, read_failed
+from milnce.search.index import IndexWriter, NonFiniteEmbedding, build_faiss, read_failed
 from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
@@ -87,7 +87,13 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
             if video not in failed_before:
                 writer.add_failed(video, f"{type(err).__name__}: {err}")
             continue
-        writer.add(video, emb.starts, emb.ends, emb.embeddings)
+        try:
+            writer.add(video, emb.starts, emb.ends, emb.embeddings)
+        except NonFiniteEmbedding as err:  # a NaN row would poison every search: the video is listed, not indexed
+            failed += 1
+            if video not in failed_before:
+                writer.add_failed(video, str(err))
+            continue
         windows += len(emb.starts)
         if features_dir is not None:
             write_features(Path(features_dir), emb, stride, window, extra)

@@ -5,7 +5,7 @@ Layout of an index directory:
     shards/shard_00000.npy      N×D float32 embeddings
     shards/shard_00000.json     N rows [video, start, end] (video = the path as given to extraction)
     done.txt                    videos whose rows are in a written shard (one per line; what resuming skips)
-    failed.tsv                  videos that could not be read: path<TAB>reason
+    failed.tsv                  videos that could not be read, or whose embeddings are not finite: path<TAB>reason
     faiss.index                 built from all shards by `build_faiss` (IndexFlatIP: exact; IVF optional)
 
 Scores are inner products of the stored vectors with the query: the training score (dot product) by default, the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from datamodules.atomic import atomic_path, atomic_write
@@ -25,6 +25,29 @@ SETTINGS = "index.json"
 DONE = "done.txt"
 FAILED = "failed.tsv"
 FAISS = "faiss.index"
+
+
+class IndexWriteError(OSError):
+    """A shard, the settings or faiss.index could not be written; names the file. What was complete stays so."""
+
+
+class NonFiniteEmbedding(ValueError):
+    """Embeddings with NaN or ±inf: refused, so no search ever meets them (a NaN row poisons every query)."""
+
+
+def nonfinite_rows(emb: np.ndarray) -> np.ndarray:
+    """Indices of the rows of N×D `emb` holding a NaN or ±inf."""
+    emb = np.asarray(emb)
+    return np.flatnonzero(~np.isfinite(emb.reshape(emb.shape[0], -1)).all(axis=1)) if emb.size else np.zeros(0, int)
+
+
+def check_finite_rows(video: str, starts: Sequence[float], ends: Sequence[float], emb: np.ndarray) -> None:
+    """Raise NonFiniteEmbedding naming the video and its first non-finite windows."""
+    bad = nonfinite_rows(emb)
+    if bad.size:
+        shown = ", ".join(f"row {i} ({float(starts[i]):.2f}-{float(ends[i]):.2f} s)" for i in bad[:5])
+        raise NonFiniteEmbedding(f"{video}: non-finite embedding in {bad.size} of {len(emb)} windows: {shown}"
+                                 f"{' …' if bad.size > 5 else ''}; the video is refused")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -58,6 +81,7 @@ class IndexWriter:
 
     def add(self, video: str, starts: Sequence[float], ends: Sequence[float], embeddings: np.ndarray) -> None:
         emb = np.asarray(embeddings, dtype=np.float32)
+        check_finite_rows(video, starts, ends, emb)
         if self.settings.get("normalize"):
             emb = l2_normalize(emb)
         if "dim" in self.settings and emb.shape[1] != self.settings["dim"]:
@@ -78,18 +102,27 @@ class IndexWriter:
             return
         name = f"shard_{len(self.settings['shards']):05d}"
         shard_dir = self.root / "shards"
-        with atomic_path(shard_dir / f"{name}.npy") as tmp:
-            np.save(tmp, np.concatenate(self._emb) if self._emb else np.zeros((0, self.settings["dim"]), np.float32))
-        atomic_write(shard_dir / f"{name}.json", json.dumps(self._rows))
+        path = shard_dir / f"{name}.npy"
+        try:
+            with atomic_path(path) as tmp:
+                np.save(tmp, np.concatenate(self._emb) if self._emb else np.zeros((0, self.settings["dim"]),
+                                                                                    np.float32))
+            path = shard_dir / f"{name}.json"
+            atomic_write(path, json.dumps(self._rows))
+            path = self.root / SETTINGS
+            self.write_settings({**self.settings, "shards": [*self.settings["shards"], name]})
+        except OSError as err:  # disk full, file-size limit, read-only: index.json still lists the complete shards
+            raise IndexWriteError(f"{path}: cannot write the moment index ({type(err).__name__}: {err}); it keeps "
+                                  f"its {len(self.settings['shards'])} complete shard(s); rerun the same command "
+                                  "once there is space: it resumes with the videos not yet done") from err
         self.settings["shards"].append(name)
-        self.write_settings()
         with open(self.root / DONE, "a") as f:  # after the shard: a crash before this line redoes these videos
             f.writelines(v + "\n" for v in self._videos)
         self.done.update(self._videos)
         self._emb, self._rows, self._videos = [], [], []
 
-    def write_settings(self) -> None:
-        atomic_write(self.root / SETTINGS, json.dumps(self.settings, indent=1))
+    def write_settings(self, settings: Optional[Dict[str, Any]] = None) -> None:
+        atomic_write(self.root / SETTINGS, json.dumps(self.settings if settings is None else settings, indent=1))
 
     def close(self) -> None:
         self.flush()
@@ -136,6 +169,12 @@ def build_faiss(root: PathLike, nlist: int = 0, nprobe: int = 16) -> Dict[str, A
     emb, rows = load_shards(root)
     if emb.shape[0] == 0:
         raise ValueError(f"{root}: no embeddings to index (did every video fail? see {root / FAILED})")
+    bad = nonfinite_rows(emb)
+    if bad.size:  # shards written before the check: never let them into faiss
+        video, start, end = rows[int(bad[0])]
+        raise NonFiniteEmbedding(f"{root}: {bad.size} non-finite embedding row(s) in the shards, the first row "
+                                 f"{int(bad[0])} ({video}, {start}-{end} s); faiss.index not written (re-extract "
+                                 "those videos into a new --out)")
     dim = emb.shape[1]
     if nlist > 0:
         if emb.shape[0] < 39 * nlist:
@@ -149,8 +188,13 @@ def build_faiss(root: PathLike, nlist: int = 0, nprobe: int = 16) -> Dict[str, A
         index = faiss.IndexFlatIP(dim)
         kind = "FlatIP"
     index.add(emb)
-    with atomic_path(root / FAISS) as tmp:
-        faiss.write_index(index, str(tmp))
+    try:
+        with atomic_path(root / FAISS) as tmp:
+            faiss.write_index(index, str(tmp))
+    except (OSError, RuntimeError) as err:  # faiss reports a failed write as RuntimeError
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise IndexWriteError(f"{root / FAISS}: cannot write the faiss index ({type(err).__name__}: {first}); the "
+                              "previous faiss.index, if any, is intact; rerun once there is space") from err
     settings = read_settings(root)
     settings.update({"faiss": kind, "rows": int(emb.shape[0])})
     atomic_write(root / SETTINGS, json.dumps(settings, indent=1))

@@ -5,7 +5,8 @@ temp directory and `shutil.move`s it into place: where /tmp is another file syst
 move is a copy into the destination, and a kill -9 during it leaves a truncated last.ckpt that the next run cannot
 resume from. Here the bytes go through datamodules.atomic: a temporary file next to the destination, fsynced, swapped in
 with `os.replace` (atomic on POSIX within one directory), directory fsynced. A leftover temporary from a killed
-write (a dot-file with the writer's pid) is never read.
+write (a dot-file with the writer's pid) is never read. A save that fails (full disk, RLIMIT_FSIZE, read-only
+run directory) raises `CheckpointSaveError` naming the file, and the previous checkpoint stays complete.
 
 Loading (resume) is always `torch.load(weights_only=True)`: a checkpoint holding pickled objects other than tensors
 and plain containers is refused, and a file that cannot be read is a CheckpointError naming it.
@@ -22,9 +23,20 @@ from milnce.checkpoint import CheckpointError
 from datamodules.atomic import atomic_path
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (disk full, file-size limit, read-only directory): names the file; the
+    previous version of that file is left as it was."""
+
+
 def atomic_torch_save(obj: Any, path: os.PathLike | str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except Exception as err:  # EFBIG/ENOSPC/EROFS, or torch's zip writer reporting them as RuntimeError
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise CheckpointSaveError(f"{path}: cannot write the checkpoint ({type(err).__name__}: {first}); the "
+                                  "previous version of this file, if any, is intact. Free space (or lift the "
+                                  "limit) and rerun the same command to resume from it.") from err
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

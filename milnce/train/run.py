@@ -21,6 +21,8 @@ from milnce.eval.setup import build_eval_callbacks, collect_metrics
 from milnce.module import VideoTextModule
 from milnce.train.checkpoint_io import AtomicCheckpointIO
 from milnce.train.failures import FailureBudget
+from milnce.train.numerics import FiniteGradients
+from milnce.train.run_lock import RunLock
 from milnce.train.threads import denormals_flushed, pin_torch_threads
 from milnce.train.throughput import ThroughputMonitor, TrainingClock
 from datamodules.atomic import atomic_write
@@ -122,6 +124,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
         accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps, fast_dev_run=t.fast_dev_run, logger=loggers,
         callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), ThroughputMonitor(), TrainingClock(),
+                   FiniteGradients(t.nonfinite_grads, t.max_skipped_steps),
                    *checkpoints,
                    TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -147,6 +150,11 @@ def train(cfg: DictConfig) -> Dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # a second run on this run_dir refuses; a killed run's stale lock is taken over
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> Dict[str, float]:
     atomic_write(run_dir / "config.yaml", to_yaml(cfg))
     print("[milnce] resolved config:\n" + to_yaml(cfg))
     devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
