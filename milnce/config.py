@@ -160,6 +160,7 @@ class ToyConfig:
     num_msrvtt_clips: int = 100
     num_msrvtt_train_clips: int = 120
     num_crosstask_videos: int = 24
+    num_action_videos_per_class: int = 0 # UCF-101-style action split (tools/probe_table.py turns it on)
     num_colours: int = 4                 # palette size (the default 4 × 4 is the original corpus)
     num_shapes: int = 4
     num_tasks: int = 8
@@ -208,6 +209,25 @@ class EvalConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """`milnce probe`: action-recognition linear probe on the frozen video tower (milnce/eval/probe.py)."""
+    dataset: str = "ucf101"              # ucf101 (classInd / trainlist0N / testlist0N) | hmdb51 (<class>_test_splitN)
+    video_root: Optional[str] = None     # default <data.root>/ucf101/UCF-101 | <data.root>/hmdb51/videos
+    split_dir: Optional[str] = None      # default <data.root>/ucf101/ucfTrainTestlist | …/testTrainMulti_7030_splits
+    splits: List[int] = field(default_factory=lambda: [1, 2, 3])   # top-1 per split and their mean
+    num_clips: int = 10                  # clips per video, features averaged (MIL-NCE README command: 10 windows)
+    num_frames: int = 16
+    fps: float = 5.0
+    size: int = 224
+    feature: str = "auto"                # auto (S3D mixed_5c, else the tower's pooled feature) | an output key
+    l2: float = 1e-3                     # logistic regression: mean CE + l2/2·‖W‖² on standardised features
+    max_iter: int = 200                  # L-BFGS iterations (full batch)
+    standardize: bool = True
+    cache_dir: Optional[str] = None      # feature cache; default <run_dir>/probe_features
+    batch_size: int = 16                 # clips per forward pass
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = -1
     max_epochs: int = 150
@@ -241,6 +261,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     toy: ToyConfig = field(default_factory=ToyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: Optional[str] = None     # evaluate.py / resume: a checkpoint to load
 

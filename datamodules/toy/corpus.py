@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 from tqdm.auto import tqdm
 
-from datamodules.toy.formats import write_annotations
+from datamodules.toy.formats import action_class, write_annotations
 from datamodules.toy.render import Mp4Writer, SpriteBank, make_scene, render_frames
-from datamodules.toy.story import (ACTIONS, COLOURS, SHAPES, Task, Timeline, clip_timeline, make_tasks, narrate,
-                                   palette, step_phrase, step_sentence, task_timeline)
+from datamodules.toy.story import (ACTIONS, COLOURS, SHAPES, Task, Timeline, action_timeline, clip_timeline,
+                                   make_tasks, narrate, palette, step_phrase, step_sentence, task_timeline)
 from datamodules.atomic import atomic_dir
 
 MANIFEST = "toy/manifest.json"
@@ -37,7 +37,11 @@ FORMAT_VERSION = 2
 # split -> (code for seeding, folder of its videos); youcook2 folders get /<task>/ appended
 SPLITS = {"howto100m": (1, "videos"), "youcook2_val": (2, "youcook2/validation"),
           "youcook2_train": (3, "youcook2/training"), "crosstask": (4, "crosstask/videos"),
-          "msrvtt_test": (5, "msrvtt/videos"), "msrvtt_train": (6, "msrvtt/videos")}
+          "msrvtt_test": (5, "msrvtt/videos"), "msrvtt_train": (6, "msrvtt/videos"),
+          "ucf101": (7, "ucf101/UCF-101")}
+UCF_CLIPS_PER_GROUP = 2                  # toy UCF-101: clips c01, c02 of each group gGG
+# fields left out of the manifest while they are at their default, so the default corpus stays byte-identical
+OMIT_AT_DEFAULT = {"num_action_videos_per_class": 0}
 
 
 @dataclass
@@ -51,6 +55,7 @@ class ToyCorpusConfig:
     num_msrvtt_train_clips: int = 120    # MSR-VTT-style fine-tuning clips, 20 clean captions each
     num_crosstask_videos: int = 24       # CrossTask-style annotated videos
     num_crosstask_val_videos: int = 2    # of those, listed in videos_val.csv
+    num_action_videos_per_class: int = 0 # UCF-101-style action split (ucf101/): clips per action class, 0 = none
     # content
     num_colours: int = 4                 # palette: the first N colours and shapes of toy_script's lists
     num_shapes: int = 4
@@ -105,6 +110,10 @@ class ToyCorpusConfig:
             raise ValueError("ToyCorpusConfig: need num_tasks >= 1 and steps_per_task low >= 1")
         if self.num_crosstask_val_videos > self.num_crosstask_videos:
             raise ValueError("ToyCorpusConfig.num_crosstask_val_videos exceeds num_crosstask_videos")
+        if 0 < self.num_action_videos_per_class < 3 * UCF_CLIPS_PER_GROUP:
+            raise ValueError(f"ToyCorpusConfig.num_action_videos_per_class: need 0 or >= {3 * UCF_CLIPS_PER_GROUP} "
+                             f"(three splits of {UCF_CLIPS_PER_GROUP}-clip groups), got "
+                             f"{self.num_action_videos_per_class}")
         for f in fields(self):
             if f.name.startswith("num_") and getattr(self, f.name) < 0:
                 raise ValueError(f"ToyCorpusConfig.{f.name} must be >= 0")
@@ -167,10 +176,36 @@ def plan_corpus(cfg: ToyCorpusConfig) -> Tuple[List[Task], List[VideoPlan]]:
                     timeline.lines = narrate(timeline, rng, cfg)
             sub = f"{folder}/{task.task_id}" if split.startswith("youcook2") else folder
             plans.append(VideoPlan(split, i, video_id, task, timeline, f"{sub}/{video_id}.mp4"))
+    plans += plan_action_split(cfg)
     ids = [p.video_id for p in plans]
     if len(set(ids)) != len(ids):
         raise RuntimeError("toy corpus: video id collision; choose another seed")
     return tasks, plans
+
+
+def plan_action_split(cfg: ToyCorpusConfig) -> List[VideoPlan]:
+    """The UCF-101-style split: num_action_videos_per_class clips of each action, v_<Class>_gGG_cCC (2 per group)."""
+    code, folder = SPLITS["ucf101"]
+    plans = []
+    n = cfg.num_action_videos_per_class
+    for ci, action in enumerate(ACTIONS):
+        for j in range(n):
+            index = ci * n + j
+            rng = np.random.default_rng([cfg.seed, code, index, 0])
+            name = action_class(action)
+            video_id = f"v_{name}_g{j // UCF_CLIPS_PER_GROUP + 1:02d}_c{j % UCF_CLIPS_PER_GROUP + 1:02d}"
+            plans.append(VideoPlan("ucf101", index, video_id, None, action_timeline(action, rng, cfg),
+                                   f"{folder}/{name}/{video_id}.mp4"))
+    return plans
+
+
+def manifest_config(cfg: ToyCorpusConfig) -> Dict[str, Any]:
+    """asdict(cfg) without the fields of OMIT_AT_DEFAULT that are at their default (old corpora stay valid)."""
+    out = asdict(cfg)
+    for name, default in OMIT_AT_DEFAULT.items():
+        if out.get(name) == default:
+            out.pop(name)
+    return out
 
 
 def render_video(plan: VideoPlan, cfg: ToyCorpusConfig, path: Path, bank: SpriteBank, progress=None) -> int:
@@ -261,8 +296,9 @@ def build_manifest(root: Path, cfg: ToyCorpusConfig, tasks: List[Task], plans: L
     return {
         "format_version": FORMAT_VERSION,
         "seed": cfg.seed,
-        "config": asdict(cfg),
-        "counts": {**cfg.counts(), "tasks": len(tasks), "frames": sum(num_frames.values()),
+        "config": manifest_config(cfg),
+        "counts": {**cfg.counts(), **({"ucf101": sum(p.split == "ucf101" for p in plans)}
+                                      if cfg.num_action_videos_per_class else {}), "tasks": len(tasks), "frames": sum(num_frames.values()),
                    "seconds_of_video": round(sum(p.timeline.duration for p in plans), 1)},
         "render_seconds": round(seconds, 1),
         "vocabulary": {
@@ -299,7 +335,7 @@ def toy_corpus_exists(root: Union[str, Path], cfg: Optional[ToyCorpusConfig] = N
         return False
     if manifest.get("format_version") != FORMAT_VERSION or not isinstance(manifest.get("files"), dict):
         return False
-    if cfg is not None and manifest.get("config") != json.loads(json.dumps(asdict(cfg))):
+    if cfg is not None and manifest.get("config") != json.loads(json.dumps(manifest_config(cfg))):
         return False
     for rel, size in manifest["files"].items():
         try:

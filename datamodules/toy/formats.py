@@ -45,6 +45,8 @@ def write_annotations(root: Path, cfg, tasks: List[Task], plans) -> None:
     write_youcook2(root, cfg, by_split.get("youcook2_val", []), by_split.get("youcook2_train", []))
     write_msrvtt(root, cfg, by_split.get("msrvtt_test", []), by_split.get("msrvtt_train", []))
     write_crosstask(root, cfg, tasks, by_split.get("crosstask", []))
+    if by_split.get("ucf101"):
+        write_ucf101(root, by_split["ucf101"])
 
 
 def write_howto100m(root: Path, tasks: List[Task], plans) -> None:
@@ -129,3 +131,43 @@ def write_crosstask(root: Path, cfg, tasks: List[Task], plans) -> None:
     for p in plans:
         rows = [[seg.step + 1, f"{seg.start:.2f}", f"{seg.end:.2f}"] for seg in p.timeline.segments]
         _write_csv(base / "annotations" / f"{p.task.task_id}_{p.video_id}.csv", [], rows)
+
+
+UCF_SPLITS = 3
+
+
+def action_class(action: str) -> str:
+    """The toy's action as a UCF-101 class name (CamelCase folder name): slide -> Slide."""
+    return action.capitalize()
+
+
+def ucf_test_split(group: int) -> int:
+    """The split (1..3) in which videos of group g (1-based) are test videos; the other splits train on them."""
+    return (group - 1) % UCF_SPLITS + 1
+
+
+def write_ucf101(root: Path, plans) -> None:
+    """ucf101/ucfTrainTestlist/{classInd.txt, trainlist0N.txt, testlist0N.txt}, as UCF-101 releases them.
+
+    Classes are the toy's actions (classInd order = story.ACTIONS order); the lists name each video
+    `<Class>/v_<Class>_gGG_cCC.avi` as the release does (the files themselves are .mp4: the split readers resolve the
+    extension). Splits are by group, as in UCF-101: in split k the groups with (g − 1) mod 3 = k − 1 are test.
+    """
+    base = root / "ucf101" / "ucfTrainTestlist"
+    base.mkdir(parents=True, exist_ok=True)
+    classes = []
+    for p in plans:
+        name = action_class(p.timeline.segments[0].action)
+        if name not in classes:
+            classes.append(name)
+    (base / "classInd.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(classes, 1)))
+    for k in range(1, UCF_SPLITS + 1):
+        train, test = [], []
+        for p in plans:
+            name = action_class(p.timeline.segments[0].action)
+            group = int(p.video_id.split("_g")[1][:2])
+            rel = f"{name}/{p.video_id}.avi"
+            (test.append(f"{rel}\n") if ucf_test_split(group) == k else
+             train.append(f"{rel} {classes.index(name) + 1}\n"))
+        (base / f"trainlist0{k}.txt").write_text("".join(train))
+        (base / f"testlist0{k}.txt").write_text("".join(test))

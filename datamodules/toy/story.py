@@ -249,6 +249,16 @@ def clip_timeline(rng: np.random.Generator, cfg) -> Timeline:
     return Timeline(_on_frame_grid(t, cfg.fps), segments)
 
 
+def action_timeline(action: str, rng: np.random.Generator, cfg) -> Timeline:
+    """A UCF-101-style action clip: one random object performs `action` for most of the clip (its only class)."""
+    objects = palette(cfg)
+    obj = objects[int(rng.integers(len(objects)))]
+    t = _uniform(rng, (0.3, 1.0))
+    length = _uniform(rng, cfg.step_duration)
+    segment = Segment(-1, obj, action, round(t, 2), round(t + length, 2))
+    return Timeline(_on_frame_grid(t + length + _uniform(rng, (0.3, 1.0)), cfg.fps), [segment])
+
+
 def _words(rng: np.random.Generator, obj: str, action: str, canonical_prob: float) -> Dict[str, str]:
     def pick(options):
         if len(options) == 1 or rng.random() < canonical_prob:

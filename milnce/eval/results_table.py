@@ -40,6 +40,18 @@ def results_markdown(metrics: Dict[str, float], cards: Dict[str, Any]) -> str:
         lines.append(f"\n{card.get('n_evaluated', '?')} videos; inference {card.get('inference', '?')}, "
                      f"cost {card.get('cost', '?')}")
         lines.append("")
+    probes = sorted({k.split("/")[0] for k in metrics if k.endswith("/top1") and not k.startswith("chance/")})
+    if probes:
+        lines += ["## Linear probe (frozen video tower)", "", "| dataset | split | top-1 | chance |", "|---|---|---|---|"]
+        for name in probes:
+            splits = sorted(k[len(name) + 1 + len("top1_split"):] for k in metrics
+                            if k.startswith(f"{name}/top1_split"))
+            for s in splits:
+                lines.append(f"| {name} | {s} | {_fmt(metrics[f'{name}/top1_split{s}'])} | "
+                             f"{_fmt(metrics.get(f'chance/{name}/top1_split{s}'))} |")
+            lines.append(f"| {name} | mean | {_fmt(metrics[f'{name}/top1'])} | "
+                         f"{_fmt(metrics.get(f'chance/{name}/top1'))} |")
+        lines.append("")
     train = {k: v for k, v in metrics.items() if k.startswith("train/")}
     if train:
         lines += ["## Training", ""] + [f"- {k}: {_fmt(v)}" for k, v in sorted(train.items())] + [""]

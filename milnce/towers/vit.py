@@ -194,4 +194,4 @@ class ViTVideoTower(nn.Module):
             pooled = self.temporal(frame_features)
         else:
             pooled = frame_features.mean(dim=1)
-        return {"video_embedding": self.proj(pooled), "frame_features": frame_features}
+        return {"video_embedding": self.proj(pooled), "frame_features": frame_features, "pooled": pooled}
