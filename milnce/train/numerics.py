@@ -45,7 +45,10 @@ def _nonfinite_names(named) -> List[str]:
     named = [(name, t) for name, t in named if t is not None]
     if not named:
         return []
-    finite = torch.stack([torch.isfinite(t).all() for _, t in named])  # one sync for the whole model
+    # Fast path, every step: one fused max-|x| per tensor (finite for any finite tensor, NaN/inf otherwise) and one
+    # sync; per-tensor isfinite() masks cost ~10 % of a demo step on a CPU.
+    peaks = torch._foreach_norm([t.detach() for _, t in named], float("inf"))
+    finite = torch.isfinite(torch.stack(peaks))
     if bool(finite.all()):
         return []
     return [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
