@@ -5,6 +5,7 @@ error that names the key and the valid ones instead of being silently ignored.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -337,3 +338,15 @@ def _read_yaml(path: Path) -> DictConfig:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def config_from_argv(argv: Sequence[str], usage: str) -> "tuple[Optional[DictConfig], int]":
+    """`CONFIG [key=value …]` of a command line: (config, 0), or (None, exit code) once usage or the error is printed."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return None, 0 if argv else 2
+    try:
+        return load_config(argv[0], list(argv[1:])), 0
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None, 2

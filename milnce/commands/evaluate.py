@@ -10,21 +10,15 @@ import sys
 from pathlib import Path
 
 
-from milnce.config import ConfigError, load_config
+from milnce.config import config_from_argv
 from milnce.eval.setup import evaluate_checkpoint
 from milnce.train.run import write_results
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    try:
-        cfg = load_config(argv[0], argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg, code = config_from_argv(sys.argv[1:] if argv is None else argv, __doc__)
+    if cfg is None:
+        return code
 
     metrics, cards = evaluate_checkpoint(cfg)
     write_results(Path(cfg.run_dir), metrics, cards)

@@ -15,21 +15,15 @@ from pathlib import Path
 
 from datamodules.benchmarks.action_split import SplitFileError
 from milnce.api import load_model
-from milnce.config import ConfigError, load_config
+from milnce.config import config_from_argv
 from milnce.eval.probe import ProbeError, flat_metrics, model_key, run_probe
 from milnce.train.run import write_results
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    try:
-        cfg = load_config(argv[0], argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg, code = config_from_argv(sys.argv[1:] if argv is None else argv, __doc__)
+    if cfg is None:
+        return code
     if not cfg.checkpoint:
         print("error: checkpoint=PATH is required (a .ckpt of ours, a converted file, or s3d_howto100m.pth)",
               file=sys.stderr)

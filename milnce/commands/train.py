@@ -7,23 +7,16 @@ Examples:
 """
 import sys
 
-
-from milnce.config import ConfigError, load_config
+from milnce.config import config_from_argv
 from milnce.train.checkpoint_io import CheckpointSaveError
 from milnce.train.run import train
 from milnce.train.run_lock import RunDirLocked
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    try:
-        cfg = load_config(argv[0], argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg, code = config_from_argv(sys.argv[1:] if argv is None else argv, __doc__)
+    if cfg is None:
+        return code
     try:
         train(cfg)
     except RunDirLocked as err:
