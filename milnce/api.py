@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from milnce import inference as U
 from milnce.checkpoint import CheckpointError, load_towers, read_state_dict
-from milnce.eval import common as U
 from milnce.module import VideoTextModule
 from milnce.towers.word2vec import load_vocab
 from datamodules.video.clip_spec import ClipSpec, KEYS as CLIP_KEYS

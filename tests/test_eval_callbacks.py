@@ -99,7 +99,7 @@ class SlowEvaluator:
 def test_time_to_accuracy_fractions_and_training_clock(tmp_path):
     """at_fractions evaluates at 25/50/75 % of max_steps (plus the end); every evaluation logs the training seconds
     it took to get there, with evaluation time left out."""
-    from milnce.train.throughput import TrainingClock
+    from milnce.training_clock import TrainingClock
 
     evaluator = SlowEvaluator(0.3)
     cb = RetrievalEvaluation(evaluator, subset=1, at_fractions=[0.25, 0.5, 0.75])

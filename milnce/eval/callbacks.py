@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from milnce.train.throughput import training_clock
+from milnce.training_clock import training_clock
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from milnce.inference import embed_windows, encode_texts, eval_mode, module_device  # noqa: F401 (used as U.*)
+
 
 def rank_and_world() -> Tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -40,18 +42,6 @@ def assert_exactly_once(seen: Sequence[int], expected: Sequence[int], what: str)
 
 
 @contextlib.contextmanager
-def eval_mode(module: torch.nn.Module):
-    """Eval mode and no grad for the duration; the previous train/eval state is restored afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield module
-    finally:
-        module.train(was_training)
-
-
-@contextlib.contextmanager
 def text_max_words(module: Any, max_words: Optional[int]):
     """Temporarily set `module.tokenizer.max_words` (word tokenizers; the eval loaders used 30). Yields the value in
     effect, or None when the tokenizer has no such knob (Hugging Face tokenizers keep their own max_length)."""
@@ -66,30 +56,6 @@ def text_max_words(module: Any, max_words: Optional[int]):
         yield tok.max_words
     finally:
         tok.max_words = old
-
-
-def module_device(module: Any) -> torch.device:
-    dev = getattr(module, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def encode_texts(module: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    if not texts:
-        return np.zeros((0, 0), dtype=np.float32)
-    chunks = [module.encode_text(list(texts[i:i + batch_size])).float().cpu()
-              for i in range(0, len(texts), batch_size)]
-    return torch.cat(chunks).numpy()
-
-
-def embed_windows(module: Any, windows: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """W×3×T×S×S uint8 → W×D float32 on CPU, in chunks of `batch_size` windows."""
-    out = [module.embed_video(chunk.to(device, non_blocking=True)).float().cpu()
-           for chunk in windows.split(batch_size)]
-    return torch.cat(out)
 
 
 def training_logits(module: Any, video: np.ndarray, text: np.ndarray) -> np.ndarray:

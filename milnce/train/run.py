@@ -24,7 +24,8 @@ from milnce.train.failures import FailureBudget
 from milnce.train.numerics import FiniteGradients
 from milnce.train.run_lock import RunLock
 from milnce.train.threads import denormals_flushed, pin_torch_threads
-from milnce.train.throughput import ThroughputMonitor, TrainingClock
+from milnce.train.throughput import ThroughputMonitor
+from milnce.training_clock import TrainingClock
 from datamodules.atomic import atomic_write
 from datamodules.features import FeatureDataModule
 from datamodules.finetune import FinetuneDataModule
