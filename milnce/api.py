@@ -98,7 +98,6 @@ def load_model(checkpoint: PathLike, device: Union[str, torch.device] = "cpu", v
 
 
 def _released_model_cfg(info: Dict[str, Any], state: Dict[str, torch.Tensor], path: Path) -> Dict[str, Any]:
-
     if info.get("video_tower") != "s3d":
         raise CheckpointError(f"{path}: no S3D weights (video_tower.conv1.conv1.weight) and no stored model config")
     cfg: Dict[str, Any] = {"video_tower": "s3d", "embed_dim": info["embed_dim"],
@@ -114,7 +113,6 @@ def _released_model_cfg(info: Dict[str, Any], state: Dict[str, torch.Tensor], pa
 
 
 def _read_vocab(path: PathLike) -> List[str]:
-
     return list(load_vocab(path))
 
 

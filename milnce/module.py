@@ -127,7 +127,6 @@ class VideoTextModule(pl.LightningModule):
         return loss, video_emb.shape[0]
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
-
         video, ids, mask, video_ids, valid = self.flatten_batch(batch)
         if self.automatic_optimization:
             video_emb = self.embed_video(video)
@@ -147,7 +146,6 @@ class VideoTextModule(pl.LightningModule):
         return loss if self.automatic_optimization else None
 
     def _grad_cache_step(self, video, ids, mask, video_ids, valid, batch_idx):
-
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         holder = {}

@@ -26,7 +26,6 @@ from milnce.towers.s3d import S3D
 
 
 def worker(spec: dict) -> dict:
-
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     b, k = spec["batch"], spec["candidates"]

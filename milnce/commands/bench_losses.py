@@ -27,7 +27,6 @@ def _peak_rss_mb() -> float:
 
 
 def _run_loss(name: str, b: int, k: int, d: int):
-
     g = torch.Generator().manual_seed(0)
     rows = b * k if name.startswith("mil_nce") else b
     video = (0.05 * torch.randn(b, d, generator=g)).requires_grad_()
@@ -43,7 +42,6 @@ def _run_loss(name: str, b: int, k: int, d: int):
 
 
 def _run_s3d(batch: int, frames: int, size: int):
-
     model = S3D(num_classes=512, space_to_depth=True).train()
     clip = torch.rand(batch, 3, frames, size, size)
 

@@ -33,7 +33,6 @@ def main(argv=None):
 
     searcher = Searcher(args.index, checkpoint=args.checkpoint, vocab=args.vocab)
     if args.eval_toy:
-
         result = evaluate_toy_search(searcher, args.eval_toy, k=args.top, distinct=args.distinct)
         for q in result["per_query"]:
             print(f"{q['hits']}/{args.top}  {q['query']}", file=sys.stderr)

@@ -19,12 +19,10 @@ from datamodules.features import feature_sources
 
 def _retrieval_set(r: DictConfig, data_root: Path):
     if r.name == "youcook2":
-
         csv = Path(r.csv) if r.csv else data_root / "youcook2" / "validation_youcook.csv"
         root = Path(r.video_root) if r.video_root else csv.parent
         return read_youcook2(csv, root)
     if r.name == "msrvtt":
-
         csv = Path(r.csv) if r.csv else data_root / "msrvtt" / "msrvtt_test.csv"
         root = Path(r.video_root) if r.video_root else csv.parent / "videos"
         return read_msrvtt(csv, root)

@@ -43,7 +43,6 @@ class Searcher:
         self._thumbs: Dict[int, bytes] = {}
 
     def search(self, text: str, k: int = 10, distinct: bool = False) -> List[Dict[str, Any]]:
-
         if not text.strip():
             return []
         with self._lock:

@@ -93,10 +93,8 @@ def dataset_list(dataset: str, annotations: PathLike, video_root: Optional[PathL
             raise ValueError("howto100m: --video-root is needed (video_path entries are relative to it)")
         return list_howto100m(annotations, video_root)
     if dataset == "youcook2":
-
         return list_retrieval(read_youcook2(annotations, video_root or Path(annotations).parent))
     if dataset == "msrvtt":
-
         return list_retrieval(read_msrvtt(annotations, video_root or Path(annotations).parent / "videos"))
     if dataset == "crosstask":
         return list_crosstask(annotations, video_root)

@@ -1,6 +1,6 @@
 """A training run from a resolved config: data, model, Lightning Trainer, evaluation, metrics.json.
 
-tools/train.py and tools/evaluate.py are thin wrappers around `train` and `evaluate`.
+`milnce train` and `milnce evaluate` (milnce/commands/) call `train` and `evaluate`.
 """
 from __future__ import annotations
 
@@ -64,24 +64,19 @@ def ensure_corpus(cfg: DictConfig) -> None:
 
 def build_datamodule(cfg: DictConfig):
     if cfg.data.dataset in ("toy", "howto100m"):
-
         return HowTo100MDataModule(cfg.data)
     if cfg.data.dataset in ("youcook2", "msrvtt"):
-
         return FinetuneDataModule(cfg.data)
     if cfg.data.dataset == "features":
-
         return FeatureDataModule(cfg.data)
     raise ValueError(f"data.dataset: unknown dataset '{cfg.data.dataset}' (valid: toy, howto100m, youcook2, "
                      "msrvtt, features)")
 
 
 def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
-
     module = VideoTextModule(cfg.model, cfg.optim, vocab=vocab, num_candidates=cfg.data.num_candidates,
                              preprocess=ClipSpec.from_data_config(cfg.data).as_dict())
     if cfg.model.init_from:
-
         state, _ = read_state_dict(cfg.model.init_from)
         load_towers(module.video_tower, module.text_tower, state, strict=True)
         print(f"[milnce] towers initialised from {cfg.model.init_from}")

@@ -51,7 +51,6 @@ def _ms(seconds: List[float]) -> float:
 
 
 def _ours(cfg: DictConfig, module, datamodule, steps: int, warmup: int) -> float:
-
     timer = _StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench_step_") as run_dir:
         run_cfg = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + steps, "max_time": None,
