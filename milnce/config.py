@@ -250,6 +250,7 @@ class TrainerConfig:
     monitor_mode: str = "max"
     nonfinite_grads: str = "stop"        # NaN/inf gradients with a finite loss: stop naming step + parameters, or skip
     max_skipped_steps: int = 10          # nonfinite_grads=skip: stop once more steps than this were skipped
+    resources_every_n_steps: int = 100   # RSS / open fds of the process and its loader workers → resources.csv; 0 off
 
 
 @dataclass

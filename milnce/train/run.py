@@ -23,6 +23,7 @@ from milnce.train.checkpoint_io import AtomicCheckpointIO
 from milnce.train.failures import FailureBudget
 from milnce.train.numerics import FiniteGradients
 from milnce.train.run_lock import RunLock
+from milnce.train.resources import ResourceMonitor
 from milnce.train.threads import denormals_flushed, pin_torch_threads
 from milnce.train.throughput import ThroughputMonitor
 from milnce.training_clock import TrainingClock
@@ -121,6 +122,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: List[pl.Callback]) 
         log_every_n_steps=t.log_every_n_steps, fast_dev_run=t.fast_dev_run, logger=loggers,
         callbacks=[*callbacks, FailureBudget(cfg.data.max_failure_fraction), ThroughputMonitor(), TrainingClock(),
                    FiniteGradients(t.nonfinite_grads, t.max_skipped_steps),
+                   ResourceMonitor(run_dir / "resources.csv", t.resources_every_n_steps),
                    *checkpoints,
                    TQDMProgressBar(refresh_rate=1)], default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, enable_model_summary=False, num_sanity_val_steps=0,
