@@ -195,3 +195,23 @@ def test_protocols_flag_is_checked(msrvtt_run, capsys):
     root, conf, ckpt = msrvtt_run
     assert main([str(conf), f"checkpoint={ckpt}", "--protocols", "some"]) == 2
     assert "--protocols must be one of" in capsys.readouterr().err
+
+
+def test_variants_without_their_data_are_listed_not_printed(msrvtt_run, tmp_path):
+    import shutil
+
+    from milnce.commands.evaluate import main
+    from milnce.config import load_config
+    from milnce.eval.setup import retrieval_set
+
+    root, conf, ckpt = msrvtt_run
+    data = tmp_path / "data" / "msrvtt"
+    shutil.copytree(root / "data" / "msrvtt", data, ignore=shutil.ignore_patterns("MSRVTT_data.json"))
+    assert main([str(conf), f"checkpoint={ckpt}", f"run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}",
+                 "--protocols=all"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "run" / "protocols.csv")))
+    assert len(rows) == 8 and {(r["split"], r["captions"]) for r in rows} == {("1k-A", "one")}
+    assert "no MSR-VTT caption file" in (tmp_path / "run" / "protocols.md").read_text()
+    cfg = load_config(str(conf), ["eval.retrieval.0.name=youcook2", "eval.retrieval.0.split=full"])
+    with pytest.raises(ValueError, match="do not apply"):
+        retrieval_set(cfg.eval.retrieval[0], tmp_path)

@@ -44,7 +44,7 @@ COLUMNS = ("dataset", *FACTORS, "temperature", "queries", "videos", *METRICS, "t
 class ProtocolTable:
     dataset: str
     rows: List[Dict[str, Any]]
-    not_applicable: List[str]
+    notes: List[str]                        # variants that do not apply, and other remarks
     fixed: Dict[str, Any]                   # the settings every row shares
     splits: Dict[str, Dict[str, Any]] = field(default_factory=dict)   # per split: listed / evaluated / missing
 
@@ -56,7 +56,7 @@ class ProtocolTable:
         split = self.splits[self.default_row["split"]]
         return {"dataset": self.dataset, "protocols": "all", "fixed": self.fixed, "splits": self.splits,
                 "n_evaluated": split["evaluated"], "n_listed": split["listed"],
-                "not_applicable": self.not_applicable, "rows": self.rows, "default": self.default_row}
+                "notes": self.notes, "rows": self.rows, "default": self.default_row}
 
 
 def _splits(cfg: DictConfig, r: DictConfig) -> Tuple[Dict[str, RetrievalSet], List[str]]:
@@ -70,7 +70,8 @@ def _splits(cfg: DictConfig, r: DictConfig) -> Tuple[Dict[str, RetrievalSet], Li
     json_path = msrvtt_captions_json(r, data_root)
     has_json = json_path.is_file()
     if not has_json:
-        notes.append(f"split=full and captions=all: no MSR-VTT caption file {json_path} (eval.retrieval.captions_json)")
+        notes.append(f"split=full and captions=all: no MSR-VTT caption file {json_path} "
+                     f"(eval.retrieval.captions_json)")
     sets["1k-A"] = retrieval_set(r, data_root, "1k-A", with_captions=has_json)
     if has_json:
         sets["full"] = retrieval_set(r, data_root, "full")
@@ -110,6 +111,9 @@ def protocol_table(cfg: DictConfig, r: DictConfig, module, progress: bool = True
     """Every applicable variant of `eval.retrieval` entry `r` for `module`, from one encoding pass."""
     sets, notes = _splits(cfg, r)
     union, where = _union(r.name, sets)
+    if len(sets) == 2 and sorted(where["1k-A"]) == sorted(where["full"]):
+        notes.append(f"1k-A and full hold the same {len(where['full'])} videos here, so their rows differ only "
+                     f"where the one-caption sentences do (the real release: 1,000 of 2,990)")
     features = cfg.data.dataset == "features"
     evaluator = retrieval_evaluator(cfg, r, union, captions="one", dual_softmax=False, keep_windows=True)
     evaluator.progress, evaluator.out_dir = progress, None
@@ -190,8 +194,8 @@ def table_markdown(tables: Sequence[ProtocolTable]) -> str:
         for split, s in t.splits.items():
             lines.append(f"\n{split}: {s['evaluated']} videos evaluated of {s['listed']} listed "
                          f"({s['missing']} missing, {s['failed']} failed to decode); {s['annotations']}")
-        if t.not_applicable:
-            lines += ["", "Not applicable:"] + [f"- {n}" for n in t.not_applicable]
+        if t.notes:
+            lines += ["", "Not applicable / notes:"] + [f"- {n}" for n in t.notes]
         lines.append("")
     return "\n".join(lines) + "\n"
 
