@@ -1,4 +1,4 @@
-"""`milnce evaluate CONFIG … --protocols all`: every text→video protocol variant of a retrieval benchmark, side by side.
+"""`milnce evaluate CONFIG … --protocols all`: every text→video protocol variant of a benchmark, side by side.
 
 The encoders run once per benchmark: every video of every split (MSR-VTT 1k-A ∪ full test) is embedded once, its
 window embeddings kept, and every distinct sentence is embedded once. Each variant is then computed from those
