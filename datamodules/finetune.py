@@ -33,7 +33,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import TrainingDataModule
-from datamodules.benchmarks.retrieval_items import VideoResolver, read_csv_rows, read_json_annotations
+from datamodules.benchmarks.retrieval_items import VideoResolver, read_csv_rows
+from datamodules.benchmarks.msrvtt import read_msrvtt_captions
 from datamodules.benchmarks.youcook2 import read_youcook2_json
 from datamodules.epoch_sampler import split_sample_index, with_replacement
 from datamodules.video.decode import DecodeError, probe
@@ -74,12 +75,7 @@ def read_youcook2_training(json_path, video_root, split: str = "training"):
 def read_msrvtt_training(json_path, train_list, video_root):
     """(spans, paths, missing video ids) of the MSR-VTT training videos listed in `train_list`, all their captions."""
     json_path, train_list, video_root = Path(json_path), Path(train_list), Path(video_root)
-    data = read_json_annotations(json_path, "sentences", list)
-    captions: Dict[str, List[str]] = {}
-    for i, s in enumerate(data["sentences"]):
-        if not isinstance(s, dict) or "video_id" not in s or "caption" not in s:
-            raise ValueError(f"{json_path}: sentences[{i}] needs 'video_id' and 'caption'")
-        captions.setdefault(str(s["video_id"]), []).append(str(s["caption"]))
+    captions = read_msrvtt_captions(json_path)
 
     listed: List[str] = []
     for line, row in read_csv_rows(train_list, ("video_id",)):

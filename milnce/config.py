@@ -182,6 +182,11 @@ class RetrievalEvalConfig:
     pooling: str = "mean"                # mean (original) | max
     normalize: bool = False              # L2-normalise before the dot product (off = original)
     max_words: int = 30
+    split: Optional[str] = None          # MSR-VTT: 1k-A (the CSV; default) | full (the "test" videos of captions_json)
+    captions: str = "one"                # one (original) | all (MSR-VTT: every JSON caption, R@K per caption)
+    captions_json: Optional[str] = None  # MSR-VTT MSRVTT_data.json; default: next to the CSV
+    dual_softmax: bool = False           # dual-softmax inference (transductive; off = original)
+    dual_softmax_temperature: Optional[float] = None  # None: 0.01 on normalised scores, 1.0 on the raw dot product
 
 
 @dataclass

@@ -30,6 +30,14 @@ class RetrievalSet:
     source: str                # the annotation file the items came from
     video_root: str
     items: List[RetrievalItem] = field(default_factory=list)
+    # every caption of each item (item order), when the benchmark has many per video (MSR-VTT's 20); item.text is
+    # the one caption of the single-caption protocol
+    captions: Optional[List[List[str]]] = None
+    split: str = "test"        # which split of the benchmark the items are (MSR-VTT: 1k-A | full)
+
+    def __post_init__(self) -> None:
+        if self.captions is not None and len(self.captions) != len(self.items):
+            raise ValueError(f"{self.source}: {len(self.captions)} caption lists for {len(self.items)} items")
 
     def __len__(self) -> int:
         return len(self.items)

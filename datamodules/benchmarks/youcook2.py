@@ -35,7 +35,8 @@ def read_youcook2_csv(csv_path, video_root, split_dir: str = "validation") -> Re
                                    end=end, path=resolve(video_root / split_dir / task, vid)))
     if not items:
         raise ValueError(f"{csv_path}: no data rows")
-    return RetrievalSet(name="youcook2", source=str(csv_path), video_root=str(video_root), items=items)
+    return RetrievalSet(name="youcook2", source=str(csv_path), video_root=str(video_root), items=items,
+                        split=split_dir)
 
 
 def read_youcook2_json(json_path, video_root, split: str = "validation") -> RetrievalSet:
@@ -66,7 +67,8 @@ def read_youcook2_json(json_path, video_root, split: str = "validation") -> Retr
                                        start=start, end=end, path=path))
     if not items:
         raise ValueError(f"{json_path}: no annotations with subset == '{split}'")
-    return RetrievalSet(name="youcook2", source=str(json_path), video_root=str(video_root), items=items)
+    return RetrievalSet(name="youcook2", source=str(json_path), video_root=str(video_root), items=items,
+                        split=split)
 
 
 def read_youcook2(annotations, video_root, split: Optional[str] = None) -> RetrievalSet:

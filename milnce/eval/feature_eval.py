@@ -29,15 +29,19 @@ def with_feature_paths(dataset: RetrievalSet, sources: Sequence[FeatureSource]) 
         paths = [feature_path(s, it.video_id) for s in sources]
         items.append(replace(it, path=str(paths[0]) if all(p.is_file() for p in paths) else None))
     return RetrievalSet(name=dataset.name, source=dataset.source,
-                        video_root=", ".join(s.dir for s in sources), items=items)
+                        video_root=", ".join(s.dir for s in sources), items=items, captions=dataset.captions,
+                        split=dataset.split)
 
 
 class FeatureRetrievalEvaluator(RetrievalEvaluator):
     def __init__(self, dataset: RetrievalSet, sources: Sequence[FeatureSource], normalize: bool = False,
                  max_words: Optional[int] = 30, batch_size: int = 256, out_dir: Optional[str] = None,
-                 progress: bool = True):
+                 progress: bool = True, captions: str = "one", dual_softmax: bool = False,
+                 dual_softmax_temperature: Optional[float] = None):
         super().__init__(with_feature_paths(dataset, sources), normalize=normalize, max_words=max_words,
-                         batch_size=batch_size, num_workers=0, out_dir=out_dir, progress=progress)
+                         batch_size=batch_size, num_workers=0, out_dir=out_dir, progress=progress,
+                         captions=captions, dual_softmax=dual_softmax,
+                         dual_softmax_temperature=dual_softmax_temperature)
         self.sources = list(sources)
         self._pooled: Dict[int, np.ndarray] = {}   # use_cache: pooled features per item
 

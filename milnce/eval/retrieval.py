@@ -13,21 +13,29 @@ diagonal value is an entry of `ind`, so a row whose ground truth ties with m oth
 Why not torchmetrics: its RetrievalRecall / RetrievalMRR rank by `topk`/`argsort` and so resolve a tie to a single
 (index-dependent) position; on [[1,1,0],[0,1,0],[0,0,1]] they would give R@1 = 1.0 or 2/3, the original gives 0.75.
 The implementation below is plain numpy.
+
+Two protocol variants live here too (milnce.eval.protocol_table puts every variant side by side):
+- many captions per video (MSR-VTT's 20): `retrieval_metrics_multi(similarity, text_to_video)` ranks each caption's
+  own video in its row, with the same tie rule, and counts R@K per caption;
+- dual-softmax inference (CAMoE): `dual_softmax(similarity, temperature)`; a transductive re-weighting, never default.
 """
 from __future__ import annotations
 
 from typing import Dict, Sequence
 
 import numpy as np
+import torch
 
 
-def _as_numpy(similarity) -> np.ndarray:
+def _as_numpy(similarity, square: bool = True) -> np.ndarray:
     if hasattr(similarity, "detach"):  # torch tensor on any device
         similarity = similarity.detach().cpu().numpy()
     x = np.asarray(similarity)
-    if x.ndim != 2 or x.shape[0] != x.shape[1]:
+    if square and (x.ndim != 2 or x.shape[0] != x.shape[1]):
         raise ValueError(f"similarity must be a square text×video matrix with the ground truth on the diagonal, "
                          f"got shape {x.shape}")
+    if x.ndim != 2:
+        raise ValueError(f"similarity must be a 2-D text×video matrix, got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError("similarity is empty: no items were evaluated")
     if not np.issubdtype(x.dtype, np.floating):
@@ -72,6 +80,58 @@ def retrieval_metrics(similarity) -> Dict[str, float]:
     """
     x = _as_numpy(similarity)
     return metrics_from_ranks(retrieval_ranks(x), x.shape[0])
+
+
+def _ground_truth(text_to_video, shape) -> np.ndarray:
+    gt = np.asarray(text_to_video)
+    if gt.shape != (shape[0],) or not np.issubdtype(gt.dtype, np.integer):
+        raise ValueError(f"text_to_video must hold one integer video index per text (row), {shape[0]} in all; "
+                         f"got {gt.dtype} of shape {gt.shape}")
+    if shape[0] and (gt.min() < 0 or gt.max() >= shape[1]):
+        bad = int(np.argmax((gt < 0) | (gt >= shape[1])))
+        raise ValueError(f"text_to_video[{bad}] = {int(gt[bad])} is not a column of the {shape[0]}×{shape[1]} "
+                         f"similarity")
+    return gt
+
+
+def retrieval_ranks_multi(similarity, text_to_video) -> np.ndarray:
+    """0-based ranks of text i's own video `text_to_video[i]` in row i, ties as `retrieval_ranks` (whose diagonal
+    case this is: text_to_video = arange(N) gives the same entries)."""
+    x = _as_numpy(similarity, square=False)
+    gt = _ground_truth(text_to_video, x.shape)
+    sx = np.sort(-x, axis=1)
+    d = -x[np.arange(x.shape[0]), gt][:, None]
+    return np.nonzero(sx - d == 0)[1]
+
+
+def retrieval_metrics_multi(similarity, text_to_video) -> Dict[str, float]:
+    """Text→video metrics with many captions per video: `similarity` is captions×videos, caption i's ground truth is
+    the video `text_to_video[i]`; every caption is a query, so R@K, MedR, MeanR are per caption and N = #captions.
+    Keys as `retrieval_metrics`, plus `videos` (the gallery size)."""
+    x = _as_numpy(similarity, square=False)
+    out = metrics_from_ranks(retrieval_ranks_multi(x, text_to_video), x.shape[0])
+    out["videos"] = float(x.shape[1])
+    return out
+
+
+def dual_softmax(similarity, temperature: float = 0.01) -> np.ndarray:
+    """Dual-softmax inference (CAMoE, Cheng et al. 2021; the re-ranking behind e.g. InternVideo's reported numbers).
+
+    With S the queries×gallery similarity (text×video for text→video):
+
+        S'[q, g] = S[q, g] · exp(S[q, g] / τ) / Σ_q' exp(S[q', g] / τ)
+
+    i.e. S times a softmax over the *query* axis (for each video, how strongly it prefers this text over every other
+    test text), τ = `temperature` (CAMoE: 1/100 on cosine similarities). Constant factors (CAMoE multiplies by the
+    number of queries) do not change a ranking and are left out. It is **transductive**: each score depends on every
+    other query of the test set, so it is an option of the protocol, never its default. As published, a negative
+    S[q, g] is made more negative by a larger prior; raw dot products can be negative. Computed in float64.
+    """
+    x = _as_numpy(similarity, square=False)
+    if not temperature > 0:
+        raise ValueError(f"dual_softmax temperature must be > 0, got {temperature}")
+    s = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    return (s * torch.softmax(s / float(temperature), dim=0)).numpy()
 
 
 def bidirectional_metrics(similarity) -> Dict[str, float]:

@@ -5,6 +5,12 @@ Per item: N windows decoded and centre-cropped (datamodules.benchmarks.eval_clip
 milnce.eval.retrieval (original tie semantics). Decoded frames are streamed through a DataLoader in batches of items and
 dropped once embedded; only embeddings are kept. Under DDP each rank evaluates its round-robin shard (no padding) and
 the embeddings are gathered; the evaluator checks that every item was seen exactly once.
+
+Protocol variants (options, each recorded in the card; milnce.eval.retrieval_scoring): `captions="all"` ranks every
+caption of RetrievalSet.captions (MSR-VTT's 20 per video) against the videos, R@K per caption (text→video only);
+`dual_softmax=True` re-weights the similarity by a softmax over the test queries (transductive, never the default).
+The split (MSR-VTT 1k-A or the full test split) is the dataset given. `embed` returns the embeddings themselves, so
+milnce.eval.protocol_table can score every variant from one encoding pass.
 """
 from __future__ import annotations
 
@@ -19,7 +25,10 @@ from tqdm import tqdm
 
 from milnce.eval import common as U
 from milnce.eval.plots import plot_rank_histogram
-from milnce.eval.retrieval import metrics_from_ranks, rank_histogram, retrieval_metrics, retrieval_ranks
+from milnce.eval.retrieval import (metrics_from_ranks, rank_histogram, retrieval_metrics, retrieval_ranks,
+                                  retrieval_ranks_multi)
+from milnce.eval.retrieval_scoring import (CAPTIONS, base_similarity, inference_card, ranked_similarity,
+                                          resolve_temperature)
 from datamodules.atomic import atomic_write
 from datamodules.benchmarks.eval_clips import RetrievalClips, collate_windows
 from datamodules.benchmarks.retrieval_items import RetrievalSet
@@ -34,14 +43,35 @@ class RetrievalResult(NamedTuple):
     ranks: np.ndarray           # text→video 0-based ranks as the original collects them (histogram data)
 
 
+class Embedded(NamedTuple):
+    """The embeddings of one evaluation pass, in item order (rows of video / text / windows ↔ `indices`)."""
+    indices: List[int]          # dataset items evaluated, ascending
+    video: np.ndarray           # n×D pooled video embeddings
+    text: np.ndarray            # n×D embeddings of item.text
+    windows: Optional[np.ndarray]  # n×N×D window embeddings before pooling (keep_windows), else None
+    failed: List[Any]           # (index, why) of items that could not be decoded
+    padded: int                 # windows zero-padded past the end
+    n_requested: int            # items asked for, missing videos included
+    max_words: Optional[int]    # text length in effect
+
+
 class RetrievalEvaluator:
     def __init__(self, dataset: RetrievalSet, num_windows: int = 10, num_frames: int = 16, fps: float = 5.0,
                  size: int = 224, pooling: str = "mean", normalize: bool = False, max_words: Optional[int] = 30,
                  batch_size: int = 4, window_batch: int = 32, num_workers: int = 2, out_dir: Optional[str] = None,
                  progress: bool = True, cache_max_bytes: int = 0, sampling: str = "ffmpeg", tail: str = "zeros",
-                 clip_kwargs: Optional[Dict[str, Any]] = None):
+                 clip_kwargs: Optional[Dict[str, Any]] = None, captions: str = "one", dual_softmax: bool = False,
+                 dual_softmax_temperature: Optional[float] = None, keep_windows: bool = False):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}' (valid: {', '.join(POOLINGS)})")
+        if captions not in CAPTIONS:
+            raise ValueError(f"unknown captions '{captions}' (valid: {', '.join(CAPTIONS)})")
+        if captions == "all" and dataset.captions is None:
+            raise ValueError(f"captions=all: {dataset.name} ({dataset.source}) has one caption per item; MSR-VTT "
+                             f"needs the MSRVTT_data.json captions (eval.retrieval.captions_json)")
+        self.captions, self.dual_softmax = captions, bool(dual_softmax)
+        self.temperature = resolve_temperature(normalize, dual_softmax_temperature)
+        self.keep_windows = keep_windows         # Embedded.windows: pooling variants without re-encoding
         self.dataset = dataset
         self.num_windows, self.num_frames, self.fps, self.size = num_windows, num_frames, fps, size
         self.clip_spec = ClipSpec(float(fps), int(num_frames), int(size), int(size), sampling)
@@ -100,7 +130,7 @@ class RetrievalEvaluator:
         return emb.mean(dim=1) if self.pooling == "mean" else emb.amax(dim=1)
 
     def _embed_shard(self, module, indices: List[int], device, show: bool, use_cache: bool) -> Dict[str, Any]:
-        got, vids, texts, failed, padded = [], [], [], [], 0
+        got, vids, wins, texts, failed, padded = [], [], [], [], [], 0
         bar = tqdm(total=len(indices), desc=f"eval {self.dataset.name}", disable=not show, unit="clip")
         for batch in self._batches(indices, use_cache):
             failed += batch["failed"]
@@ -109,6 +139,8 @@ class RetrievalEvaluator:
                 B, N = v.shape[:2]
                 emb = U.embed_windows(module, v.reshape(B * N, *v.shape[2:]), self.window_batch, device)
                 vids.append(self._pool(emb.reshape(B, N, -1)).numpy())
+                if self.keep_windows:
+                    wins.append(emb.reshape(B, N, -1).numpy())
                 got += batch["index"].tolist()
                 texts += batch["text"]
                 padded += sum(batch["padded"])
@@ -116,17 +148,15 @@ class RetrievalEvaluator:
         bar.close()
         text_emb = U.encode_texts(module, texts)
         video_emb = np.concatenate(vids) if vids else np.zeros((0, text_emb.shape[-1]), np.float32)
-        return {"indices": got, "video": video_emb, "text": text_emb, "failed": failed, "padded": padded}
+        return {"indices": got, "video": video_emb, "text": text_emb, "failed": failed, "padded": padded,
+                "windows": np.concatenate(wins) if wins else None}
 
     # ------------------------------------------------------------------ protocol
-    def evaluate(self, module, indices: Optional[Sequence[int]] = None, use_cache: bool = False) -> RetrievalResult:
-        """Run the protocol on `indices` (default: every listed item whose video exists).
-
-        use_cache: reuse / keep decoded windows in RAM up to `cache_max_bytes` (for a small subset evaluated often).
-        """
+    def embed(self, module, indices: Optional[Sequence[int]] = None, use_cache: bool = False) -> Embedded:
+        """Embed `indices` (default: every listed item whose video exists) on every rank and gather."""
         available = set(self.dataset.available_indices)
         wanted = list(self.dataset.available_indices if indices is None else indices)
-        not_available = [i for i in wanted if i not in available]
+        n_requested = len(wanted)
         wanted = [i for i in wanted if i in available]
         rank, world = U.rank_and_world()
         device = U.module_device(module)
@@ -141,24 +171,64 @@ class RetrievalEvaluator:
             raise RuntimeError(f"{self.dataset.name}: no item could be evaluated ({len(failed)} failed, "
                                f"{len(self.dataset.missing)} missing videos)")
         order = np.argsort(idx, kind="stable")
-        video = np.concatenate([p["video"] for p in parts if len(p["indices"])])[order]
-        text = np.concatenate([p["text"] for p in parts if len(p["indices"])])[order]
-        if self.normalize:
-            video = video / np.maximum(np.linalg.norm(video, axis=1, keepdims=True), 1e-12)
-            text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-        sim = np.dot(text, video.T)                            # text × video, float32 as the original np.dot
-        ranks = retrieval_ranks(sim)
+        done = [p for p in parts if len(p["indices"])]
+        windows = None
+        if all(p.get("windows") is not None for p in done):
+            windows = np.concatenate([p["windows"] for p in done])[order]
+        return Embedded(indices=sorted(idx), video=np.concatenate([p["video"] for p in done])[order],
+                        text=np.concatenate([p["text"] for p in done])[order], windows=windows, failed=failed,
+                        padded=sum(p["padded"] for p in parts), n_requested=n_requested, max_words=max_words)
+
+    def encode_texts(self, module, texts: Sequence[str]) -> np.ndarray:
+        """Text embeddings under the evaluator's settings (eval mode, text max words)."""
+        with U.eval_mode(module), U.text_max_words(module, self.max_words):
+            return U.encode_texts(module, list(texts))
+
+    def all_captions(self, indices: Sequence[int]):
+        """(captions, text_to_video): every caption of the items `indices`, each with its item's row position."""
+        texts, owner = [], []
+        for row, i in enumerate(indices):
+            texts += self.dataset.captions[i]
+            owner += [row] * len(self.dataset.captions[i])
+        return texts, np.asarray(owner, dtype=np.int64)
+
+    def evaluate(self, module, indices: Optional[Sequence[int]] = None, use_cache: bool = False) -> RetrievalResult:
+        """Run the protocol on `indices` (default: every listed item whose video exists).
+
+        use_cache: reuse / keep decoded windows in RAM up to `cache_max_bytes` (for a small subset evaluated often).
+        """
+        emb = self.embed(module, indices, use_cache)
+        inference = "dual_softmax" if self.dual_softmax else "plain"
+        if self.captions == "all":
+            texts, owner = self.all_captions(emb.indices)
+            text = self.encode_texts(module, texts)
+        else:
+            text, owner = emb.text, None
+        base = base_similarity(emb.video, text, self.normalize)        # text × video
+        sim = ranked_similarity(base, inference, self.temperature)
+        ranks = retrieval_ranks(sim) if owner is None else retrieval_ranks_multi(sim, owner)
         metrics = metrics_from_ranks(ranks, sim.shape[0])
-        metrics.update({f"v2t/{k}": v for k, v in retrieval_metrics(sim.T).items() if k not in ("N",)})
-        n = sim.shape[0]
+        if owner is None:   # video→text: the same inference with the videos as queries
+            v2t = ranked_similarity(base.T, inference, self.temperature)
+            metrics.update({f"v2t/{k}": v for k, v in retrieval_metrics(v2t).items() if k not in ("N",)})
+        n = sim.shape[1]
         metrics.update({"chance/R1": 100.0 / n, "chance/R5": 100.0 * min(5, n) / n,
                         "chance/R10": 100.0 * min(10, n) / n, "chance/MedR": (n + 1) / 2.0})
-        card = self._card(n, len(wanted) + len(not_available), failed, sum(p["padded"] for p in parts), max_words,
-                          metrics["ties"], indices is not None)
+        card = self._card(n, emb.n_requested, emb.failed, emb.padded, emb.max_words, metrics["ties"],
+                          indices is not None)
+        card.update(self._variant_card(inference, sim.shape[0]))
         card["rank_histogram"] = rank_histogram(ranks)
-        if rank == 0 and self.out_dir is not None:
-            self._write(card, failed, ranks)
+        if U.rank_and_world()[0] == 0 and self.out_dir is not None:
+            self._write(card, emb.failed, ranks)
         return RetrievalResult(metrics, card, ranks)
+
+    def _variant_card(self, inference: str, n_queries: int) -> Dict[str, Any]:
+        out = {"split": self.dataset.split, "captions": self.captions, "n_queries": n_queries,
+               "directions": "t2v and v2t" if self.captions == "one" else "t2v only (R@K per caption)"}
+        if self.captions == "all":
+            out["ground_truth"] = "each caption's own video; every caption of RetrievalSet.captions is a query"
+        out.update(inference_card(inference, self.temperature))
+        return out
 
     def _card(self, n_eval, n_requested, failed, padded, max_words, ties, is_subset) -> Dict[str, Any]:
         ds = self.dataset

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
@@ -12,21 +12,58 @@ from milnce.eval.feature_eval import FeatureRetrievalEvaluator
 from milnce.eval.localization_eval import StepLocalizationEvaluator
 from milnce.eval.retrieval_eval import RetrievalEvaluator
 from datamodules.benchmarks.crosstask import CrossTaskRelease
-from datamodules.benchmarks.msrvtt import read_msrvtt
+from datamodules.benchmarks.msrvtt import read_msrvtt, read_msrvtt_full
 from datamodules.benchmarks.youcook2 import read_youcook2
 from datamodules.features import feature_sources
 
 
-def _retrieval_set(r: DictConfig, data_root: Path):
+MSRVTT_SPLITS = ("1k-A", "full")
+
+
+def msrvtt_captions_json(r: DictConfig, data_root: Path) -> Path:
+    if r.captions_json:
+        return Path(r.captions_json)
+    csv = Path(r.csv) if r.csv else data_root / "msrvtt" / "msrvtt_test.csv"
+    return csv.parent / "MSRVTT_data.json"
+
+
+def retrieval_set(r: DictConfig, data_root: Path, split: Optional[str] = None, with_captions: bool = False):
+    """The RetrievalSet of `eval.retrieval` entry `r`; `split` / `with_captions` override r.split / r.captions."""
+    split = split or r.split
+    with_captions = with_captions or r.captions == "all"
     if r.name == "youcook2":
+        if split not in (None, "validation") or r.captions != "one":
+            raise ValueError(f"eval.retrieval youcook2: split={split} / captions={r.captions} do not apply (one "
+                             f"caption per clip, the validation split); leave eval.retrieval.split / captions unset")
         csv = Path(r.csv) if r.csv else data_root / "youcook2" / "validation_youcook.csv"
         root = Path(r.video_root) if r.video_root else csv.parent
         return read_youcook2(csv, root)
     if r.name == "msrvtt":
+        split = split or "1k-A"
+        if split not in MSRVTT_SPLITS:
+            raise ValueError(f"eval.retrieval msrvtt: unknown split '{split}' (valid: {', '.join(MSRVTT_SPLITS)})")
         csv = Path(r.csv) if r.csv else data_root / "msrvtt" / "msrvtt_test.csv"
         root = Path(r.video_root) if r.video_root else csv.parent / "videos"
-        return read_msrvtt(csv, root)
+        if split == "full":
+            return read_msrvtt_full(msrvtt_captions_json(r, data_root), root)
+        return read_msrvtt(csv, root, msrvtt_captions_json(r, data_root) if with_captions else None)
     raise ValueError(f"eval.retrieval.name: unknown dataset '{r.name}' (valid: youcook2, msrvtt)")
+
+
+def retrieval_evaluator(cfg: DictConfig, r: DictConfig, dataset, **overrides):
+    """The evaluator of `eval.retrieval` entry `r` on `dataset` (video or pre-extracted features)."""
+    out_dir = Path(cfg.run_dir) / "eval" / r.name
+    variant = dict(captions=r.captions, dual_softmax=r.dual_softmax,
+                   dual_softmax_temperature=r.dual_softmax_temperature)
+    variant.update(overrides)
+    if cfg.data.dataset == "features":  # the same protocol on pre-extracted features (HowTo100M)
+        variant.pop("keep_windows", None)
+        return FeatureRetrievalEvaluator(dataset, feature_sources(cfg.data), normalize=r.normalize,
+                                         max_words=r.max_words, out_dir=str(out_dir), **variant)
+    return RetrievalEvaluator(
+        dataset, num_windows=r.num_windows, num_frames=r.num_frames, fps=r.fps, size=r.size, pooling=r.pooling,
+        normalize=r.normalize, max_words=r.max_words, num_workers=min(2, cfg.data.num_workers),
+        out_dir=str(out_dir), cache_max_bytes=2 << 30 if _evaluates_during_training(cfg) else 0, **variant)
 
 
 def _evaluates_during_training(cfg: DictConfig) -> bool:
@@ -40,19 +77,9 @@ def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
 
     data_root = Path(cfg.data.root)
     out_dir = Path(cfg.run_dir) / "eval"
-    workers = min(2, cfg.data.num_workers)
     evaluators: List[Tuple[str, Any]] = []
     for r in cfg.eval.retrieval:
-        if cfg.data.dataset == "features":  # the same protocol on pre-extracted features (HowTo100M)
-
-            evaluators.append(("retrieval", FeatureRetrievalEvaluator(
-                _retrieval_set(r, data_root), feature_sources(cfg.data), normalize=r.normalize,
-                max_words=r.max_words, out_dir=str(out_dir / r.name))))
-            continue
-        evaluators.append(("retrieval", RetrievalEvaluator(
-            _retrieval_set(r, data_root), num_windows=r.num_windows, num_frames=r.num_frames, fps=r.fps,
-            size=r.size, pooling=r.pooling, normalize=r.normalize, max_words=r.max_words, num_workers=workers,
-            out_dir=str(out_dir / r.name), cache_max_bytes=2 << 30 if _evaluates_during_training(cfg) else 0)))
+        evaluators.append(("retrieval", retrieval_evaluator(cfg, r, retrieval_set(r, data_root))))
     c = cfg.eval.crosstask
     if c is not None:
         release = CrossTaskRelease(Path(c.root) if c.root else data_root / "crosstask")
@@ -83,17 +110,26 @@ def collect_metrics(callbacks: List[Any]) -> Tuple[Dict[str, float], Dict[str, A
     return metrics, cards
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> Tuple[Dict[str, float], Dict[str, Any]]:
-    """Run every configured evaluator on `cfg.checkpoint` (ours, converted, or the released S3D + s3d_dict.npy)."""
+def evaluate_checkpoint(cfg: DictConfig, module=None, retrieval: bool = True
+                        ) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """Run every configured evaluator on `cfg.checkpoint` (ours, converted, or the released S3D + s3d_dict.npy), or on
+    `module` when given; retrieval=False leaves the retrieval sets out (`--protocols all` scores them itself)."""
 
-    if not cfg.checkpoint:
-        raise ValueError("checkpoint=PATH is required (a .ckpt of ours, a converted file, or s3d_howto100m.pth)")
-    module = load_model(cfg.checkpoint, vocab=cfg.model.word2vec.vocab_path)
+    if module is None:
+        module = load_checkpoint_model(cfg)
     metrics: Dict[str, float] = {}
     cards: Dict[str, Any] = {}
     for kind, evaluator in build_evaluators(cfg):
+        if kind == "retrieval" and not retrieval:
+            continue
         prefix = evaluator.dataset.name if kind == "retrieval" else "crosstask"
         result = evaluator.evaluate(module)
         metrics.update(flatten_metrics(prefix, result.metrics))
         cards[prefix] = {**result.card, "checkpoint": str(cfg.checkpoint)}
     return metrics, cards
+
+
+def load_checkpoint_model(cfg: DictConfig):
+    if not cfg.checkpoint:
+        raise ValueError("checkpoint=PATH is required (a .ckpt of ours, a converted file, or s3d_howto100m.pth)")
+    return load_model(cfg.checkpoint, vocab=cfg.model.word2vec.vocab_path)
