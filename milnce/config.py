@@ -231,6 +231,9 @@ class ProbeConfig:
     standardize: bool = True
     cache_dir: Optional[str] = None      # feature cache; default <run_dir>/probe_features
     batch_size: int = 16                 # clips per forward pass
+    protocol: str = "ours"               # ours (above) | original: eval_hmdb.py (native fps, frame-index windows,
+                                         # LinearSVC(C=svc_c) on every window, decision scores summed)
+    svc_c: float = 100.0                 # protocol=original: LinearSVC's C
 
 
 @dataclass

@@ -141,3 +141,67 @@ def test_probe_config_section_rejects_unknown_keys():
     assert cfg.probe.l2 == 0.01 and cfg.probe.dataset == "ucf101"
     with pytest.raises(Exception, match="probe.nonsense"):
         load_config("conf/probe_toy.yaml", ["probe.nonsense=1"])
+
+
+def _ramp_video(path, num_frames=30, fps=10):
+    """Frame k is uniformly grey at level 8k (lossless x264), so a decoded frame tells its index."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264rgb", rate=fps, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = 40, 30, "rgb24"
+        for k in range(num_frames):
+            img = np.full((30, 40, 3), 8 * k, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_original_protocol_windows_start_at_frame_indices(tmp_path):
+    from milnce.eval.probe_original import native_windows
+
+    windows = native_windows(_ramp_video(tmp_path / "ramp.mp4"), num_clips=3, num_frames=4, size=16)
+    assert windows.shape == (3, 3, 4, 16, 16) and windows.dtype == torch.uint8
+    levels = windows.float().mean(dim=(1, 3, 4)) / 8                      # 3 windows × 4 frames → frame index
+    expected = np.array([[s + i for i in range(4)] for s in np.linspace(0, 30 - 4, 3, dtype=int)])   # 0, 13, 26
+    assert np.allclose(levels.numpy(), expected, atol=0.05)
+    short = native_windows(_ramp_video(tmp_path / "short.mp4", num_frames=3), num_clips=2, num_frames=4, size=16)
+    assert short.shape == (2, 3, 4, 16, 16) and int(short[:, :, 3].max()) == 0          # zero-padded tail
+
+
+def test_original_protocol_is_an_option_with_its_own_card_and_cache(tmp_path):
+    root = _ucf_release(tmp_path / "ucf101")
+    tower = CountingTower()
+    cfg = _cfg(video_root=str(root / "UCF-101"), split_dir=str(root / "ucfTrainTestlist"), protocol="original",
+               svc_c=100.0, num_clips=3)
+    result = run_probe(tower, cfg, cache_dir=str(tmp_path / "cache"), model_key="colour", progress=False)
+    assert result.metrics["top1"] == 100.0
+    card = result.card
+    assert card["protocol"] == "original" and card["classifier"]["C"] == 100.0 and "differs_from_original" not in card
+    assert card["clips"]["fps"].startswith("native") and card["feature_dim"] == 3
+    assert tower.calls == 12                                                 # one forward per video: 3 windows
+    calls = tower.calls
+    ours = run_probe(tower, _cfg(**{**vars(cfg), "protocol": "ours"}), cache_dir=str(tmp_path / "cache"),
+                     model_key="colour", progress=False)
+    assert tower.calls > calls and ours.card["protocol"] == "ours"          # the other protocol is not served stale
+    with pytest.raises(ProbeError, match="probe.protocol"):
+        run_probe(tower, _cfg(**{**vars(cfg), "protocol": "paper"}), progress=False)
+
+
+def test_window_svc_sums_decision_scores_over_windows():
+    from milnce.eval.probe_original import svc_split
+
+    # Class 0 videos: windows near +e0; class 1: near +e1. The test video has one window that looks like class 1
+    # and two strongly class 0: the summed scores pick 0, a vote over its first window alone would pick 1.
+    rng = np.random.default_rng(0)
+    e = np.eye(2) * 3
+    windows = {f"a{i}": e[0] + 0.1 * rng.normal(size=(3, 2)) for i in range(4)}
+    windows.update({f"b{i}": e[1] + 0.1 * rng.normal(size=(3, 2)) for i in range(4)})
+    windows["t"] = np.array([e[1] * 0.4, e[0] * 2, e[0] * 2])
+    split = ActionSplit("ucf101", 1, ["A", "B"], train=[(f"a{i}", 0) for i in range(4)] + [(f"b{i}", 1)
+                                                                                           for i in range(4)],
+                        test=[("t", 0)])
+    r = svc_split(split, windows, c=100.0)
+    assert r["top1"] == 100.0 and r["train_top1"] == 100.0

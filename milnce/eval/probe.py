@@ -13,7 +13,8 @@ Protocol (written into the card every run returns):
 - metric: top-1 on the test split, per split, and the mean over the splits (the papers report the mean of 3).
 
 The original (eval_hmdb.py) differs, and the card says so: it decodes at the native frame rate with frame-index
-window starts, trains sklearn LinearSVC(C=100) on every window and sums the decision scores over windows.
+window starts, trains sklearn LinearSVC(C=100) on every window and sums the decision scores over windows;
+`protocol=original` runs exactly that instead (milnce/eval/probe_original.py), for numbers comparable with the paper.
 Features are cached (one .npz per model × clip settings × video list), so a sweep over `l2` decodes nothing twice.
 """
 from __future__ import annotations
@@ -35,9 +36,12 @@ from datamodules.benchmarks.eval_clips import RetrievalClips
 from datamodules.benchmarks.hmdb51 import read_hmdb51_split
 from datamodules.benchmarks.retrieval_items import RetrievalItem
 from datamodules.benchmarks.ucf101 import read_ucf101_split
+from datamodules.video.decode import DecodeError
+from milnce.eval.probe_original import extract_window_features, original_card, svc_split
 
 FEATURE_KEYS = ("mixed_5c", "pooled")     # "auto": the first of these the tower returns, else video_embedding
 READERS = {"ucf101": read_ucf101_split, "hmdb51": read_hmdb51_split}
+PROTOCOLS = ("ours", "original")        # original: eval_hmdb.py exactly (milnce/eval/probe_original.py)
 DEFAULT_FOLDERS = {"ucf101": ("UCF-101", "ucfTrainTestlist"), "hmdb51": ("videos", "testTrainMulti_7030_splits")}
 
 
@@ -199,13 +203,22 @@ def run_probe(tower: torch.nn.Module, probe_cfg: Any, data_root: str = "data/toy
     if missing:
         raise ProbeError(f"{len(missing)} of {len(rels)} videos of the split files are not under {video_root}, "
                          f"e.g. {missing[0]!r}")
-    feats, info = extract_video_features(tower, paths, c.num_clips, c.num_frames, c.fps, c.size, c.feature,
-                                         c.batch_size, Path(cache_dir) if cache_dir else None, model_key, progress)
+    original = _protocol(c) == "original"
+    cache = Path(cache_dir) if cache_dir else None
+    try:
+        if original:
+            feats, info = extract_window_features(tower, paths, c.num_clips, c.num_frames, c.size, c.feature,
+                                                  c.batch_size, tower_features, cache, model_key, progress)
+        else:
+            feats, info = extract_video_features(tower, paths, c.num_clips, c.num_frames, c.fps, c.size, c.feature,
+                                                 c.batch_size, cache, model_key, progress)
+    except DecodeError as err:
+        raise ProbeError(str(err)) from err
     by_rel = dict(zip(rels, feats))
     metrics: Dict[str, float] = {}
     per_split = []
     for s in splits:
-        r = probe_split(s, by_rel, c.l2, c.max_iter, c.standardize)
+        r = svc_split(s, by_rel, c.svc_c) if original else probe_split(s, by_rel, c.l2, c.max_iter, c.standardize)
         metrics[f"top1_split{s.split}"] = r["top1"]
         metrics[f"chance_top1_split{s.split}"] = chance_top1(s)
         per_split.append({**s.summary(), **r})
@@ -213,7 +226,7 @@ def run_probe(tower: torch.nn.Module, probe_cfg: Any, data_root: str = "data/toy
     metrics["chance_top1"] = float(np.mean([metrics[f"chance_top1_split{s.split}"] for s in splits]))
     card = {
         "task": f"{c.dataset} linear probe, top-1 on the test split, mean over splits {list(c.splits)}",
-        "feature": info["feature"], "feature_dim": int(feats.shape[1]) if feats.size else 0,
+        "feature": info["feature"], "feature_dim": int(feats.shape[-1]) if feats.size else 0,
         "frozen_tower": True, "feature_cache": info["cache"], "features_from_cache": info["cached"],
         "clips": {"num_clips": c.num_clips, "num_frames": c.num_frames, "fps": c.fps, "size": c.size,
                   "starts": "linspace(0, max(0, duration - num_frames/fps - 0.4), num_clips) seconds",
@@ -225,8 +238,19 @@ def run_probe(tower: torch.nn.Module, probe_cfg: Any, data_root: str = "data/toy
         "differs_from_original": "MIL-NCE eval_hmdb.py: native frame rate, frame-index window starts, LinearSVC(C=100)"
                                  " on every window, decision scores summed over windows",
         "video_root": str(video_root), "split_dir": str(split_dir), "num_videos": len(rels), "splits": per_split,
+        "protocol": _protocol(c),
     }
+    if original:
+        card.pop("differs_from_original")
+        card.update(original_card(c))
     return ProbeResult(metrics, card)
+
+
+def _protocol(c: Any) -> str:
+    protocol = getattr(c, "protocol", "ours")
+    if protocol not in PROTOCOLS:
+        raise ProbeError(f"probe.protocol: unknown protocol {protocol!r} (valid: {', '.join(PROTOCOLS)})")
+    return protocol
 
 
 def flat_metrics(dataset: str, metrics: Dict[str, float]) -> Dict[str, float]:
