@@ -13,12 +13,12 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
-from collections import Counter
 from tqdm.auto import tqdm
 
 from datamodules.atomic import atomic_write
