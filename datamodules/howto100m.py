@@ -56,19 +56,26 @@ class NarratedClips(Dataset):
         video, (samples, frames), failed = with_replacement(
             item, len(self), rng, lambda v, _: self._decode(v, rng), (DecodeError, NoClipFits), self.max_tries,
             lambda v, err: f"{self.clips.paths[v]}: {err}")
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        tokens = [self.tokenizer(s.texts) for s in samples]
-        out = {
-            "video": torch.stack([random_crop_flip(f, self.crop, generator=gen, flip=self.flip) for f in frames]),
-            "text": torch.stack([t["input_ids"] for t in tokens]),
-            "video_index": torch.full((len(samples),), video, dtype=torch.long),
-            "sample": int(sample),          # the sampler's (epoch, item) code: audits of what an epoch saw
-            "failures": len(failed),
-            "failed": "\n".join(failed),
-        }
-        if "attention_mask" in tokens[0]:
-            out["text_mask"] = torch.stack([t["attention_mask"] for t in tokens])
-        return out
+        return narrated_item(samples, frames, video, sample, failed, self.tokenizer, self.crop, self.flip, rng)
+
+
+def narrated_item(samples, frames, video: int, sample: int, failed, tokenizer: Callable, crop: int, flip: bool,
+                  rng: np.random.Generator) -> Dict[str, Any]:
+    """One training item from its drawn clips (ClipSample list) and their decoded frames: cropped/flipped video,
+    tokenised bags, and the failure report the FailureBudget reads."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    tokens = [tokenizer(s.texts) for s in samples]
+    out = {
+        "video": torch.stack([random_crop_flip(f, crop, generator=gen, flip=flip) for f in frames]),
+        "text": torch.stack([t["input_ids"] for t in tokens]),
+        "video_index": torch.full((len(samples),), video, dtype=torch.long),
+        "sample": int(sample),          # the sampler's (epoch, item) code: audits of what an epoch saw
+        "failures": len(failed),
+        "failed": "\n".join(failed),
+    }
+    if "attention_mask" in tokens[0]:
+        out["text_mask"] = torch.stack([t["attention_mask"] for t in tokens])
+    return out
 
 
 class HowTo100MDataModule(TrainingDataModule):

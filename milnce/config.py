@@ -122,7 +122,7 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "howto100m"           # howto100m | toy | youcook2 | msrvtt | features
+    dataset: str = "howto100m"           # howto100m | toy | youcook2 | msrvtt | features | shards
     root: str = "data/toy"               # dataset root
     video_root: Optional[str] = None     # default: <root>/videos
     video_list: Optional[str] = None     # HowTo100M video list CSV (column video_path); default <root>/howto100m/videos.csv
@@ -145,6 +145,8 @@ class DataConfig:
     decode_timeout: Optional[float] = None  # seconds; a decode that takes longer is a counted failure
     max_failure_fraction: float = 0.05
     seed: int = 1
+    shards: Optional[str] = None         # dataset=shards: folder or s3://bucket/prefix (`milnce shard`); <root>/shards
+    shard_cache: Optional[str] = None    # dataset=shards, remote: litdata's local cache of the index (default ~/.lightning)
     # dataset=features: pre-extracted features, pooled per clip and concatenated in this order;
     # empty = <root>/features/2d at 1 fps and <root>/features/3d at 1.5 fps (HowTo100M)
     feature_sources: List[FeatureSourceConfig] = field(default_factory=list)

@@ -15,6 +15,11 @@ from tqdm.auto import tqdm
 from datamodules.video.decode import CLIP_TIMEOUT, DecodeError, VIDEO_TIMEOUT, read_clip, read_video
 
 
+def clip_deadline(timeout: Optional[float]) -> Optional[float]:
+    """The deadline of one clip decode for data.decode_timeout (None: CLIP_TIMEOUT, 0: none)."""
+    return _deadline(timeout, CLIP_TIMEOUT)
+
+
 def _deadline(timeout: Optional[float], default: float) -> Optional[float]:
     """data.decode_timeout: None = the reader's default deadline, 0 = none, else seconds."""
     if timeout is None:

@@ -32,6 +32,7 @@ Readers hold no cache: `read_clip` opens and closes the file per call, so no dec
 """
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -163,6 +164,28 @@ def read_clip(path, start: float, num_frames: int, fps: float, size: Optional[in
     return _with_timeout(path, timeout, run)
 
 
+def read_clip_bytes(data: bytes, name: str, start: float, num_frames: int, fps: float, size: Optional[int] = None,
+                    *, threads: Optional[int] = None, timeout: Optional[float] = CLIP_TIMEOUT,
+                    sampling: str = "exact") -> torch.Tensor:
+    """`read_clip` of a video held in memory (a shard's sample), with PyAV; `name` names it in errors.
+
+    Same frames, output and errors as `read_clip(path, ...)` on a file with these bytes.
+    """
+    def run(deadline):
+        try:
+            _check_window(name, start, num_frames, fps, size, sampling)
+            if not data:
+                raise DecodeError(name, "no video bytes (0 bytes)")
+            with PyAVReader(name, threads, source=io.BytesIO(data)) as reader:
+                return reader.clip(start, num_frames, fps, size, sampling, deadline)
+        except DecodeError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise DecodeError(name, f"{type(err).__name__}: {err}") from err
+
+    return _with_timeout(name, timeout, run)
+
+
 def read_video(path, fps: float, size: Optional[int] = None, *, backend: str = "auto",
                threads: Optional[int] = None, timeout: Optional[float] = VIDEO_TIMEOUT) -> torch.Tensor:
     """The whole video resampled to `fps` (frames at 0, 1/fps, … before its end): uint8 T×H×W×3."""
@@ -194,5 +217,5 @@ def probe(path, backend: str = "pyav", timeout: Optional[float] = CLIP_TIMEOUT) 
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "DecodeError", "Targets", "VideoInfo", "VideoReader", "WindowError",
-           "check_deadline", "open_reader", "probe", "read_clip", "read_video", "resize_frames",
+           "check_deadline", "open_reader", "probe", "read_clip", "read_clip_bytes", "read_video", "resize_frames",
            "set_decoder_threads", "short_side_shape", "worker_init"]

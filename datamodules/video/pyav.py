@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from fractions import Fraction
-from typing import List, Optional
+from typing import BinaryIO, List, Optional
 
 import av
 import numpy as np
@@ -35,10 +35,12 @@ class _Resample(Exception):
 class PyAVReader(VideoReader):
     name = "pyav"
 
-    def __init__(self, path: str, threads: Optional[int] = None):
+    def __init__(self, path: str, threads: Optional[int] = None, source: Optional[BinaryIO] = None):
+        """`source`: a file object to read instead of opening `path` (a video held in memory, e.g. a shard's
+        sample); `path` then only names it in errors."""
         super().__init__(path, threads)
         try:
-            self.container = av.open(self.path, mode="r", metadata_errors="ignore")
+            self.container = av.open(self.path if source is None else source, mode="r", metadata_errors="ignore")
         except Exception as err:  # noqa: BLE001
             raise DecodeError(self.path, f"cannot open: {type(err).__name__}: {err}") from err
         try:

@@ -31,6 +31,7 @@ from datamodules.atomic import atomic_write
 from datamodules.features import FeatureDataModule
 from datamodules.finetune import FinetuneDataModule
 from datamodules.howto100m import HowTo100MDataModule
+from datamodules.shards.datamodule import ShardsDataModule
 from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, toy_corpus_exists
 from datamodules.video.clip_spec import ClipSpec
 
@@ -70,8 +71,10 @@ def build_datamodule(cfg: DictConfig):
         return FinetuneDataModule(cfg.data)
     if cfg.data.dataset == "features":
         return FeatureDataModule(cfg.data)
+    if cfg.data.dataset == "shards":
+        return ShardsDataModule(cfg.data)
     raise ValueError(f"data.dataset: unknown dataset '{cfg.data.dataset}' (valid: toy, howto100m, youcook2, "
-                     "msrvtt, features)")
+                     "msrvtt, features, shards)")
 
 
 def build_module(cfg: DictConfig, vocab: Optional[List[str]]):
