@@ -4,7 +4,8 @@ decode="once": each video is decoded once, in chunks of about `chunk_seconds` at
 window's clips are slices of a chunk. A clip whose start lies on the fps grid of its chunk (start·fps whole) is the
 same frames read_clip returns for it: frame i of the clip is the frame on screen at start + i/fps either way, and
 the tail past the video's end repeats its last frame either way (tests/test_extract_windows.py checks it frame for
-frame). Clips off that grid (the last window, aligned to the video's end) are read on their own. A chunk overlaps
+frame). Windows with a clip off that grid (the last window, aligned to the video's end; every other one when
+stride·fps is not whole) are read clip by clip. A chunk overlaps
 the next by one window less one stride, so frames decoded per window ≈ stride·fps·(1 + (window − stride)/chunk).
 
 decode="per_window": every clip seeks and decodes on its own (what milnce.api.encode_video does) — with a 4 s
@@ -37,29 +38,28 @@ def grid_frame(start: float, fps: float) -> int:
     return int(round(k)) if abs(k - round(k)) < GRID_TOLERANCE else -1
 
 
-def chunk_windows(plan: WindowPlan, spec: ClipSpec, chunk_frames: int) -> List[List[int]]:
-    """Consecutive windows whose clips are all on the grid, grouped so that a group's frames span at most
-    chunk_frames (at least one window per group); each off-grid window is a group of its own, marked by -1 first."""
+def chunk_windows(plan: WindowPlan, spec: ClipSpec, chunk_frames: int) -> Tuple[List[List[int]], List[int]]:
+    """(groups, off_grid): the windows whose clips all start on the fps grid, in consecutive groups whose frames
+    span at most chunk_frames (at least one window per group), and the windows that do not."""
     groups: List[List[int]] = []
-    lo = None
+    off_grid: List[int] = []
+    lo = 0
     for w, offsets in enumerate(plan.clips):
         ks = [grid_frame(o, spec.fps) for o in offsets]
         if min(ks) < 0:
-            groups.append([-1, w])
-            lo = None
-            continue
-        first, last = min(ks), max(ks) + spec.num_frames
-        if lo is not None and last - lo <= chunk_frames and groups[-1][0] != -1:
+            off_grid.append(w)
+        elif groups and max(ks) + spec.num_frames - lo <= chunk_frames:
             groups[-1].append(w)
         else:
             groups.append([w])
-            lo = first
-    return groups
+            lo = min(ks)
+    return groups, off_grid
 
 
 def decode_windows(reader, plan: WindowPlan, spec: ClipSpec, mode: str = "once",
                    chunk_seconds: float = 60.0) -> Iterator[Tuple[int, torch.Tensor, int]]:
-    """(window index, its clips C×3×T×crop×crop uint8, frames decoded for it) for every window, in order."""
+    """(window index, its clips C×3×T×crop×crop uint8, frames decoded for it) for every window once: with "once",
+    the on-grid windows in order, then the off-grid ones."""
     if mode not in DECODE_MODES:
         raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
     size = spec.resize or None
@@ -72,19 +72,16 @@ def decode_windows(reader, plan: WindowPlan, spec: ClipSpec, mode: str = "once",
             yield w, torch.stack([read(o, spec.num_frames) for o in offsets]), len(offsets) * spec.num_frames
         return
     chunk_frames = max(spec.num_frames, int(round(chunk_seconds * spec.fps)))
-    for group in chunk_windows(plan, spec, chunk_frames):
-        if group[0] == -1:
-            w = group[1]
-            yield w, torch.stack([read(o, spec.num_frames) for o in plan.clips[w]]), \
-                len(plan.clips[w]) * spec.num_frames
-            continue
+    groups, off_grid = chunk_windows(plan, spec, chunk_frames)
+    for group in groups:
         ks = np.array([[grid_frame(o, spec.fps) for o in plan.clips[w]] for w in group])
         lo, hi = int(ks.min()), int(ks.max()) + spec.num_frames
         frames = read(lo / spec.fps, hi - lo)
         share = (hi - lo) / len(group)
         for w, row in zip(group, ks):
-            clips = torch.stack([frames[:, k - lo:k - lo + spec.num_frames] for k in row])
-            yield w, clips, share
+            yield w, torch.stack([frames[:, k - lo:k - lo + spec.num_frames] for k in row]), share
+    for w in off_grid:
+        yield w, torch.stack([read(o, spec.num_frames) for o in plan.clips[w]]), len(plan.clips[w]) * spec.num_frames
 
 
 class VideoWindows(IterableDataset):
@@ -112,13 +109,13 @@ class VideoWindows(IterableDataset):
             with open_reader(video) as reader:
                 plan = plan_windows(reader.info.duration, self.window, self.stride, self.spec.seconds)
                 pending: List[Tuple[int, torch.Tensor, float]] = []
+                left = len(plan.starts)
                 for item in decode_windows(reader, plan, self.spec, self.decode, self.chunk_seconds):
                     pending.append(item)
-                    if len(pending) == self.batch_size:
-                        yield self._batch(video, plan, pending, last=pending[-1][0] == len(plan.starts) - 1)
+                    left -= 1
+                    if len(pending) == self.batch_size or not left:
+                        yield self._batch(video, plan, pending, last=not left)
                         pending = []
-                if pending:
-                    yield self._batch(video, plan, pending, last=True)
         except Exception as err:  # noqa: BLE001 - an unreadable video is listed by the writer, never fatal
             yield {"video": video, "error": f"{type(err).__name__}: {err}", "last": True}
 
