@@ -63,10 +63,10 @@ def test_windows_are_split_between_ranks_and_an_unreadable_video_is_one_error_ba
     bad.write_bytes(b"not a video")
     spec = ClipSpec(4.0, 4, 24, 20)
     videos = [str(clip_video), str(bad), str(clip_video) + ".missing"]
-    parts = [VideoWindows(videos, spec, 2.0, 1.0, batch_size=2, rank=r, world_size=2) for r in (0, 1)]
+    parts = [VideoWindows(videos, spec, 2.0, 1.0, batch_size=3, rank=r, world_size=2) for r in (0, 1)]
     assert [p.my_videos() for p in parts] == [videos[0::2], videos[1::2]]
     batches = list(parts[0])
-    assert [b["last"] for b in batches] == [False, False, True, True] and batches[-1]["error"]  # 6 windows by 2
+    assert [b["last"] for b in batches] == [False, False, True, True] and batches[-1]["error"]  # 6 windows by 2 (3 clips → 2 windows)
     assert batches[0]["clips"].shape == (2 * 2, 3, 4, 20, 20)          # 2 windows × 2 clips
     assert "bad.mp4" in list(parts[1])[0]["error"]
 

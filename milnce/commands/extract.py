@@ -35,7 +35,7 @@ def main(argv=None):
     ap.add_argument("--train-sample", type=int, default=DEFAULT_TRAIN_SAMPLE,
                     help="vectors drawn (seeded) to train an index that needs training (IVF, PQ)")
     ap.add_argument("--rebuild-index", action="store_true", help="no extraction: rebuild faiss.index + rows.parquet")
-    ap.add_argument("--batch-size", type=int, default=16, help="windows per model call")
+    ap.add_argument("--batch-size", type=int, default=16, help="clips per model call (rounded up to whole windows)")
     ap.add_argument("--mode", choices=MODES, default="once",
                     help="once: decode each video once in workers (default); per_window: the old sequential path")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader decoding processes per device")

@@ -11,6 +11,7 @@ Optionally also writes per-video features for the feature-based training path (m
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -129,7 +130,9 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
         if todo:
             data = WindowDataModule(todo, model.clip_spec, window, stride, batch_size, "once", chunk_seconds,
                                     num_workers)
-            trainer.predict(WindowEncoder(model), datamodule=data, return_predictions=False)
+            with warnings.catch_warnings():  # an iterable loader has no sampler indices; the writer needs none
+                warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+                trainer.predict(WindowEncoder(model), datamodule=data, return_predictions=False)
             trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 builds the index
         stats = callback.stats
     seconds = time.perf_counter() - t0

@@ -85,7 +85,8 @@ def decode_windows(reader, plan: WindowPlan, spec: ClipSpec, mode: str = "once",
 
 
 class VideoWindows(IterableDataset):
-    """Batches {video, clips (B·C)×3×T×S×S uint8, clips_per_window, starts, ends, duration, frames, last, error}."""
+    """Batches {video, clips (B·C)×3×T×S×S uint8, clips_per_window, starts, ends, duration, frames, last, error}:
+    B = ceil(batch_size / C) windows of C clips, so a model call gets as many clips as encode_video gives it."""
 
     def __init__(self, videos: Sequence[str], spec: ClipSpec, window: float, stride: float, batch_size: int = 16,
                  decode: str = "once", chunk_seconds: float = 60.0, rank: int = 0, world_size: int = 1):
@@ -110,10 +111,11 @@ class VideoWindows(IterableDataset):
                 plan = plan_windows(reader.info.duration, self.window, self.stride, self.spec.seconds)
                 pending: List[Tuple[int, torch.Tensor, float]] = []
                 left = len(plan.starts)
+                per_batch = -(-self.batch_size // plan.clips.shape[1])   # whole windows, >= batch_size clips
                 for item in decode_windows(reader, plan, self.spec, self.decode, self.chunk_seconds):
                     pending.append(item)
                     left -= 1
-                    if len(pending) == self.batch_size or not left:
+                    if len(pending) == per_batch or not left:
                         yield self._batch(video, plan, pending, last=not left)
                         pending = []
         except Exception as err:  # noqa: BLE001 - an unreadable video is listed by the writer, never fatal
