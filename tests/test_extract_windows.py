@@ -105,6 +105,34 @@ def test_decode_once_index_equals_the_per_window_index_and_resumes(collection, t
         list(range(len(r_new)))
 
 
+class _NanForBlue(torch.nn.Module):
+    """The tiny model, except that a mostly blue clip embeds to NaN (a numerically broken video)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.preprocess, self.checkpoint_path = model, model.preprocess, None
+
+    @property
+    def clip_spec(self):
+        return self.model.clip_spec
+
+    def embed_video(self, clips):
+        out = self.model.embed_video(clips)
+        blue = clips.float().mean(dim=(2, 3, 4))[:, 2] > clips.float().mean(dim=(2, 3, 4))[:, 0] + 5
+        return torch.where(blue[:, None], torch.full_like(out, float("nan")), out)
+
+
+def test_decode_once_refuses_a_video_with_nonfinite_embeddings(collection, tmp_path):
+    model, videos = collection
+    out = extract(_NanForBlue(model), videos[:3], tmp_path / "i", window=2.0, stride=1.0, progress=False,
+                  num_workers=0, features_dir=tmp_path / "f")
+    assert (out["encoded"], out["failed"]) == (2, 1)
+    [(video, reason)] = read_failed(tmp_path / "i")
+    assert video == videos[1] and "non-finite embedding in" in reason
+    _, rows = load_shards(tmp_path / "i")
+    assert {r[0] for r in rows} == {videos[0], videos[2]} and not (tmp_path / "f" / "b.npy").exists()
+
+
 def test_moment_index_reads_rows_without_the_shard_embeddings(collection, tmp_path):
     model, videos = collection
     extract(model, videos[:2], tmp_path / "i", window=2.0, stride=1.0, progress=False, num_workers=0)
