@@ -37,7 +37,9 @@ def test_decoded_once_windows_are_read_clips_frame_for_frame(clip_video, fps, nu
     with open_reader(clip_video) as reader:
         plan = plan_windows(reader.info.duration, window, stride, spec.seconds)
         got = list(decode_windows(reader, plan, spec, "once", chunk_seconds=chunk))
-    assert sorted(w for w, _, _ in got) == list(range(len(plan.starts)))
+        each = list(decode_windows(reader, plan, spec, "per_window"))
+    assert sorted(w for w, _, _ in got) == list(range(len(plan.starts))) == [w for w, _, _ in each]
+    assert all(torch.equal(clips, each[w][1]) for w, clips, _ in got)
     for w, clips, _ in got:
         for c, start in enumerate(plan.clips[w]):
             expected = center_crop(read_clip(clip_video, float(start), num_frames, fps, 24, sampling=sampling), 20)
