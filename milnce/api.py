@@ -145,6 +145,25 @@ def window_grid(duration: float, window: float, stride: float) -> np.ndarray:
     return np.round(starts, 6)
 
 
+@dataclass
+class WindowPlan:
+    """Where the windows of one video lie and the clips that cover each: clips[i] = clip start times of window i."""
+    starts: np.ndarray      # W
+    ends: np.ndarray        # W
+    clips: np.ndarray       # W×C, C = clips per window (evenly spaced, averaged)
+    duration: float
+
+
+def plan_windows(duration: float, window: float, stride: float, clip: float) -> WindowPlan:
+    """The window grid of a video and the C clips of `clip` seconds covering each window (C = 1 when the window is
+    one clip long; a longer window gets evenly spaced clips from its start to its end)."""
+    starts = window_grid(duration, window, stride)
+    span = min(window, duration)
+    per_window = max(1, math.ceil(span / clip - 1e-6))
+    clips = np.stack([np.linspace(s, max(s, s + span - clip), per_window) for s in starts])
+    return WindowPlan(starts, np.minimum(starts + window, duration), clips, float(duration))
+
+
 @torch.no_grad()
 def encode_video(model, videos: Union[PathLike, Sequence[PathLike], torch.Tensor], window: Optional[float] = None,
                  stride: Optional[float] = None, batch_size: int = 16, on_error: str = "raise"):
@@ -180,9 +199,8 @@ def _encode_file(model, path: PathLike, window: Optional[float], stride: Optiona
     window = float(window or clip)
     stride = float(stride or window / 2)
     info = probe(path)
-    starts = window_grid(info.duration, window, stride)
-    span = min(window, info.duration)
-    per_window = max(1, math.ceil(span / clip - 1e-6))
+    plan = plan_windows(info.duration, window, stride, clip)
+    starts, per_window = plan.starts, plan.clips.shape[1]
     device = U.module_device(model)
     embeddings: List[torch.Tensor] = []
     pending: List[torch.Tensor] = []
@@ -195,8 +213,7 @@ def _encode_file(model, path: PathLike, window: Optional[float], stride: Optiona
     with U.eval_mode(model):
         try:
             with open_reader(path) as reader:
-                for s in starts:
-                    offsets = np.linspace(s, max(s, s + span - clip), per_window)
+                for offsets in plan.clips:
                     for o in offsets:
                         frames = reader.clip(float(o), spec.num_frames, spec.fps, spec.resize, spec.sampling)
                         pending.append(center_crop(frames, spec.crop))
@@ -208,6 +225,6 @@ def _encode_file(model, path: PathLike, window: Optional[float], stride: Optiona
         except Exception as err:  # noqa: BLE001 - every decode failure is a DecodeError naming the file
             raise DecodeError(path, f"{type(err).__name__}: {err}") from err
     emb = torch.cat(embeddings).reshape(len(starts), per_window, -1).mean(dim=1).numpy().astype(np.float32)
-    ends = np.minimum(starts + window, info.duration)
-    return VideoEmbeddings(str(path), starts.astype(np.float64), ends.astype(np.float64), emb, float(info.duration))
+    return VideoEmbeddings(str(path), starts.astype(np.float64), plan.ends.astype(np.float64), emb,
+                           float(info.duration))
 

@@ -1,12 +1,16 @@
 """A moment index on disk: sharded window embeddings with (video, start, end) rows, plus a faiss inner-product index.
 
 Layout of an index directory:
-    index.json                  settings (checkpoint, preprocessing, window, stride, dim, normalize) + shard list
-    shards/shard_00000.npy      N×D float32 embeddings
-    shards/shard_00000.json     N rows [video, start, end] (video = the path as given to extraction)
-    done.txt                    videos whose rows are in a written shard (one per line; what resuming skips)
+    index.json                  settings (checkpoint, preprocessing, window, stride, dim, normalize, faiss spec)
+    shards/<name>.npy           N×D float32 embeddings (written first)
+    shards/<name>.parquet       the N rows: video, start, end (written last: a shard without it is incomplete)
     failed.tsv                  videos that could not be read, or whose embeddings are not finite: path<TAB>reason
-    faiss.index                 built from all shards by `build_faiss` (IndexFlatIP: exact; IVF optional)
+    rows.parquet                row, video, start, end of every indexed window, in faiss order (milnce.search.faiss_build)
+    faiss.index                 built from the complete shards by `build_faiss` (any faiss factory string)
+
+A video is done once a complete shard holds its rows: resuming reads the shards' video column, so there is no
+separate log to get out of step with them. Writers of several ranks name their shards by rank (shard_r1_00000 …).
+Indexes written before Parquet (shards/<name>.json rows, done.txt) still load.
 
 Scores are inner products of the stored vectors with the query: the training score (dot product) by default, the
 cosine when the index was written with normalize=True (vectors L2-normalised on write, queries on search).
@@ -14,17 +18,24 @@ cosine when the index was written with normalize=True (vectors L2-normalised on 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
 SETTINGS = "index.json"
-DONE = "done.txt"
+DONE = "done.txt"          # legacy: read on resume, no longer written
 FAILED = "failed.tsv"
 FAISS = "faiss.index"
+ROWS = "rows.parquet"
+ROW_SCHEMA = pa.schema([("video", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 
 
 class IndexWriteError(OSError):
@@ -54,10 +65,44 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-class IndexWriter:
-    """Appends whole videos to shards; a video counts as done only once its shard is on disk (crash-safe resume)."""
+# ----------------------------------------------------------------------------------------------- shards
+def complete_shards(root: PathLike) -> List[str]:
+    """Names of the shards whose embeddings and rows are both on disk, sorted."""
+    folder = Path(root) / "shards"
+    if not folder.is_dir():
+        return []
+    names = {p.stem for p in folder.iterdir() if p.suffix in (".parquet", ".json") and not p.name.startswith(".")}
+    return sorted(n for n in names if (folder / f"{n}.npy").is_file())
 
-    def __init__(self, root: PathLike, settings: Dict[str, Any], shard_rows: int = 50_000):
+
+def read_shard_rows(root: PathLike, name: str) -> pa.Table:
+    """The rows (video, start, end) of one shard, Parquet or the legacy JSON list of [video, start, end]."""
+    folder = Path(root) / "shards"
+    if (folder / f"{name}.parquet").is_file():
+        return pq.read_table(folder / f"{name}.parquet", columns=ROW_SCHEMA.names, memory_map=True)
+    rows = json.loads((folder / f"{name}.json").read_text())
+    return pa.table({"video": [r[0] for r in rows], "start": [float(r[1]) for r in rows],
+                     "end": [float(r[2]) for r in rows]}, schema=ROW_SCHEMA)
+
+
+def shard_embeddings(root: PathLike, name: str) -> np.ndarray:
+    """The N×D embeddings of one shard, memory-mapped (nothing is read until used)."""
+    return np.load(Path(root) / "shards" / f"{name}.npy", mmap_mode="r")
+
+
+def indexed_shards(root: PathLike, settings: Optional[Dict[str, Any]] = None) -> List[str]:
+    settings = read_settings(root) if settings is None else settings
+    return list(settings["shards"]) if settings.get("shards") else complete_shards(root)
+
+
+class IndexWriter:
+    """Appends whole videos to shards; a video counts as done only once its shard is on disk (crash-safe resume).
+
+    prefix: shard names (one per rank when several processes write into one index). owns_settings: whether this
+    writer writes index.json (one writer per index, rank 0)."""
+
+    def __init__(self, root: PathLike, settings: Dict[str, Any], shard_rows: int = 50_000, prefix: str = "shard",
+                 owns_settings: bool = True):
         self.root = Path(root)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
         path = self.root / SETTINGS
@@ -70,11 +115,13 @@ class IndexWriter:
             self.settings = {**old, **{k: v for k, v in settings.items() if k not in old}}
         else:
             self.settings = {**settings, "shards": []}
-        self.shard_rows = int(shard_rows)
-        self.done = set(read_lines(self.root / DONE))
+        self.shard_rows, self.prefix, self.owns_settings = int(shard_rows), prefix, owns_settings
+        self.done = done_videos(self.root)
         self._emb: List[np.ndarray] = []
-        self._rows: List[List[Any]] = []
+        self._rows: List[Tuple[str, float, float]] = []
         self._videos: List[str] = []
+        if owns_settings and not path.is_file():
+            self.write_settings()
 
     def is_done(self, video: str) -> bool:
         return video in self.done
@@ -88,36 +135,47 @@ class IndexWriter:
             raise ValueError(f"{video}: embedding dim {emb.shape[1]} != index dim {self.settings['dim']}")
         self.settings["dim"] = int(emb.shape[1])
         self._emb.append(emb)
-        self._rows += [[video, round(float(s), 3), round(float(e), 3)] for s, e in zip(starts, ends)]
+        self._rows += [(video, round(float(s), 3), round(float(e), 3)) for s, e in zip(starts, ends)]
         self._videos.append(video)
         if len(self._rows) >= self.shard_rows:
             self.flush()
 
     def add_failed(self, video: str, reason: str) -> None:
+        """One line per call, flushed and fsynced: a kill leaves whole lines (the reader skips a torn last one)."""
         with open(self.root / FAILED, "a") as f:
             f.write(f"{video}\t{' '.join(str(reason).split())}\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _next_name(self) -> str:
+        taken = set(complete_shards(self.root))
+        n = sum(1 for s in taken if s.rsplit("_", 1)[0] == self.prefix)
+        while f"{self.prefix}_{n:05d}" in taken:
+            n += 1
+        return f"{self.prefix}_{n:05d}"
 
     def flush(self) -> None:
         if not self._videos:
             return
-        name = f"shard_{len(self.settings['shards']):05d}"
+        name = self._next_name()
         shard_dir = self.root / "shards"
         path = shard_dir / f"{name}.npy"
         try:
             with atomic_path(path) as tmp:
-                np.save(tmp, np.concatenate(self._emb) if self._emb else np.zeros((0, self.settings["dim"]),
-                                                                                    np.float32))
-            path = shard_dir / f"{name}.json"
-            atomic_write(path, json.dumps(self._rows))
-            path = self.root / SETTINGS
-            self.write_settings({**self.settings, "shards": [*self.settings["shards"], name]})
-        except OSError as err:  # disk full, file-size limit, read-only: index.json still lists the complete shards
+                np.save(tmp, np.concatenate(self._emb))
+            path = shard_dir / f"{name}.parquet"   # last: its presence makes the shard complete
+            table = pa.table({k: [r[i] for r in self._rows] for i, k in enumerate(ROW_SCHEMA.names)},
+                             schema=ROW_SCHEMA)
+            with atomic_path(path) as tmp:
+                pq.write_table(table, tmp)
+            if self.owns_settings:
+                path = self.root / SETTINGS
+                self.write_settings({**self.settings, "shards": [*self.settings["shards"], name]})
+        except OSError as err:  # disk full, file-size limit, read-only: what was complete stays complete
             raise IndexWriteError(f"{path}: cannot write the moment index ({type(err).__name__}: {err}); it keeps "
-                                  f"its {len(self.settings['shards'])} complete shard(s); rerun the same command "
-                                  "once there is space: it resumes with the videos not yet done") from err
+                                  f"its complete shard(s); rerun the same command once there is space: it resumes "
+                                  "with the videos not yet done") from err
         self.settings["shards"].append(name)
-        with open(self.root / DONE, "a") as f:  # after the shard: a crash before this line redoes these videos
-            f.writelines(v + "\n" for v in self._videos)
         self.done.update(self._videos)
         self._emb, self._rows, self._videos = [], [], []
 
@@ -126,7 +184,8 @@ class IndexWriter:
 
     def close(self) -> None:
         self.flush()
-        self.write_settings()
+        if self.owns_settings:
+            self.write_settings()
 
 
 def read_lines(path: Path) -> List[str]:
@@ -134,21 +193,31 @@ def read_lines(path: Path) -> List[str]:
 
 
 def read_failed(root: PathLike) -> List[Tuple[str, str]]:
-    return [tuple(line.split("\t", 1)) for line in read_lines(Path(root) / FAILED)]  # type: ignore[misc]
+    return [tuple(line.split("\t", 1)) for line in read_lines(Path(root) / FAILED)  # type: ignore[misc]
+            if "\t" in line]
+
+
+def done_videos(root: PathLike) -> set:
+    """Videos whose rows are in a complete shard (the video column only is read), plus a legacy done.txt."""
+    done = set(read_lines(Path(root) / DONE))
+    for name in complete_shards(root):
+        done.update(read_shard_rows(root, name).column("video").unique().to_pylist())
+    return done
 
 
 def load_shards(root: PathLike) -> Tuple[np.ndarray, List[List[Any]]]:
-    """All embeddings (N×D) and rows [video, start, end] of an index directory, in shard order."""
+    """All embeddings (N×D) and rows [video, start, end] of an index directory, in shard order (small indexes and
+    tests; the faiss build and MomentIndex stream instead)."""
     root = Path(root)
     settings = read_settings(root)
     embs, rows = [], []
-    for name in settings.get("shards", []):
+    for name in indexed_shards(root, settings):
         emb = np.load(root / "shards" / f"{name}.npy")
-        meta = json.loads((root / "shards" / f"{name}.json").read_text())
-        if len(meta) != emb.shape[0]:
-            raise ValueError(f"{root / 'shards' / name}: {emb.shape[0]} embeddings but {len(meta)} rows")
+        table = read_shard_rows(root, name)
+        if table.num_rows != emb.shape[0]:
+            raise ValueError(f"{root / 'shards' / name}: {emb.shape[0]} embeddings but {table.num_rows} rows")
         embs.append(emb)
-        rows += meta
+        rows += [list(r) for r in zip(*(table.column(k).to_pylist() for k in ROW_SCHEMA.names))]
     dim = int(settings.get("dim", 0))
     return (np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)), rows
 
@@ -160,52 +229,61 @@ def read_settings(root: PathLike) -> Dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def build_faiss(root: PathLike, nlist: int = 0, nprobe: int = 16) -> Dict[str, Any]:
-    """Write faiss.index from the shards: IndexFlatIP (exact) or, with nlist > 0, IndexIVFFlat (approximate, for
-    millions of windows; trained on the stored vectors). Returns what was built."""
-    import faiss
+# ----------------------------------------------------------------------------------------------- read side
+class MomentRows:
+    """rows[i] -> (video, start, end) over a row table, without a Python object per row: the video column stays
+    dictionary-encoded (one int32 code per row, one string per video), start and end are float64 arrays."""
 
+    def __init__(self, table: pa.Table):
+        table = table.unify_dictionaries().combine_chunks() if table.num_rows else table
+        video = table.column("video")
+        if not pa.types.is_dictionary(video.type):
+            video = pa.chunked_array([video.combine_chunks().dictionary_encode()]) if table.num_rows else video
+        array = video.chunk(0) if video.num_chunks else pa.array([], pa.dictionary(pa.int32(), pa.string()))
+        self._codes = array.indices.to_numpy(zero_copy_only=False)
+        self._names: List[str] = array.dictionary.to_pylist()
+        self._start = table.column("start").to_numpy()
+        self._end = table.column("end").to_numpy()
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __getitem__(self, i: int) -> Tuple[str, float, float]:
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range (the index has {len(self)} rows)")
+        return self._names[self._codes[i]], float(self._start[i]), float(self._end[i])
+
+    def __iter__(self) -> Iterator[Tuple[str, float, float]]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def videos(self) -> List[str]:
+        return sorted(self._names[c] for c in np.unique(self._codes))
+
+
+def read_rows(root: PathLike, settings: Optional[Dict[str, Any]] = None) -> MomentRows:
+    """The index's rows from rows.parquet (memory-mapped, three columns); a legacy index without it is read from its
+    shards' JSON rows, with a message saying how to convert it."""
     root = Path(root)
-    emb, rows = load_shards(root)
-    if emb.shape[0] == 0:
-        raise ValueError(f"{root}: no embeddings to index (did every video fail? see {root / FAILED})")
-    bad = nonfinite_rows(emb)
-    if bad.size:  # shards written before the check: never let them into faiss
-        video, start, end = rows[int(bad[0])]
-        raise NonFiniteEmbedding(f"{root}: {bad.size} non-finite embedding row(s) in the shards, the first row "
-                                 f"{int(bad[0])} ({video}, {start}-{end} s); faiss.index not written (re-extract "
-                                 "those videos into a new --out)")
-    dim = emb.shape[1]
-    if nlist > 0:
-        if emb.shape[0] < 39 * nlist:
-            raise ValueError(f"IVF with nlist={nlist} needs at least {39 * nlist} vectors, the index has "
-                             f"{emb.shape[0]}: use a smaller nlist or the exact index (nlist=0)")
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(emb)
-        index.nprobe = int(nprobe)
-        kind = f"IVFFlat(nlist={nlist}, nprobe={nprobe})"
-    else:
-        index = faiss.IndexFlatIP(dim)
-        kind = "FlatIP"
-    index.add(emb)
-    try:
-        with atomic_path(root / FAISS) as tmp:
-            faiss.write_index(index, str(tmp))
-    except (OSError, RuntimeError) as err:  # faiss reports a failed write as RuntimeError
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise IndexWriteError(f"{root / FAISS}: cannot write the faiss index ({type(err).__name__}: {first}); the "
-                              "previous faiss.index, if any, is intact; rerun once there is space") from err
-    settings = read_settings(root)
-    settings.update({"faiss": kind, "rows": int(emb.shape[0])})
-    atomic_write(root / SETTINGS, json.dumps(settings, indent=1))
-    return {"faiss": kind, "rows": int(emb.shape[0]), "dim": int(dim)}
+    if (root / ROWS).is_file():
+        return MomentRows(pq.read_table(root / ROWS, columns=ROW_SCHEMA.names, memory_map=True,
+                                        read_dictionary=["video"]))
+    names = indexed_shards(root, settings)
+    print(f"[milnce] {root}: no {ROWS} (an index written before Parquet rows): reading the shards' rows; "
+          f"`milnce extract --rebuild-index --out {root}` converts it", file=sys.stderr)
+    tables = [read_shard_rows(root, n) for n in names]
+    return MomentRows(pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table())
 
 
 class MomentIndex:
-    """Read side: `search(query N×D or D, k) -> per query a list of {video, start, end, score}`."""
+    """Read side: `search(query N×D or D, k) -> per query a list of {video, start, end, score}`; `rows[i]` ->
+    (video, start, end). Loads faiss.index and the row columns, never the shards' embeddings."""
 
     def __init__(self, root: PathLike):
-        import faiss
+        import faiss  # optional dependency ([search] extra): imported where an index is opened
 
         self.root = Path(root)
         self.settings = read_settings(self.root)
@@ -213,19 +291,21 @@ class MomentIndex:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no faiss index; run tools/extract.py (it builds one at the end)")
         self.index = faiss.read_index(str(path))
-        _, self.rows = load_shards(self.root)
+        self.rows = read_rows(self.root, self.settings)
         if self.index.ntotal != len(self.rows):
-            raise ValueError(f"{path}: {self.index.ntotal} vectors but the shards hold {len(self.rows)} rows; "
-                             f"rebuild with tools/extract.py --rebuild-index")
-        if hasattr(self.index, "nprobe"):
-            self.index.nprobe = int(self.settings.get("nprobe", 16))
+            raise ValueError(f"{path}: {self.index.ntotal} vectors but {len(self.rows)} rows; rebuild with "
+                             f"`milnce extract --rebuild-index --out {self.root}`")
+        try:
+            faiss.extract_index_ivf(self.index).nprobe = int(self.settings.get("nprobe", 16))
+        except RuntimeError:  # not an IVF index: nothing to probe
+            pass
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
     def videos(self) -> List[str]:
-        return sorted({r[0] for r in self.rows})
+        return self.rows.videos
 
     def search(self, query: np.ndarray, k: int = 10, distinct: bool = False) -> List[List[Dict[str, Any]]]:
         """Top-k moments per query (one list, or a list of lists for a 2-D query).

@@ -123,7 +123,7 @@ if {limit}:
 model = SimpleNamespace(preprocess={{"fps": 10}}, checkpoint_path="fake.ckpt")
 try:
     print("DONE", extract_mod.extract(model, ["v%d.mp4" % i for i in range({videos})], {out!r}, window=2.0,
-                                      stride=1.0, shard_rows=20, progress=False))
+                                      stride=1.0, shard_rows=20, progress=False, mode="per_window"))
 except IndexWriteError as err:
     print("REFUSED", err)
 """

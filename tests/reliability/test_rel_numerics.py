@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from milnce.search.index import IndexWriter, NonFiniteEmbedding, build_faiss, load_shards, read_failed
+from milnce.search.faiss_build import build_faiss
+from milnce.search.index import IndexWriter, NonFiniteEmbedding, load_shards, read_failed
 from milnce.train.numerics import FiniteGradients, NonFiniteGradients, NonFiniteWeights
 
 
@@ -134,7 +135,7 @@ def test_extraction_refuses_a_video_with_nonfinite_embeddings(tmp_path, monkeypa
     model = SimpleNamespace(preprocess={"fps": 10}, checkpoint_path="fake.ckpt")
     out = tmp_path / "index"
     result = extract_mod.extract(model, ["a.mp4", "b.mp4", "c.mp4"], out, window=2.0, stride=1.0, progress=False,
-                                 features_dir=tmp_path / "features")
+                                 features_dir=tmp_path / "features", mode="per_window")  # the fake encode_video
     assert result["failed"] == 1 and result["rows"] == 8
     [(video, reason)] = read_failed(out)
     assert video == "b.mp4" and "non-finite embedding in 1 of 4 windows: row 2 (2.00-4.00 s)" in reason
