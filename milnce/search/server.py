@@ -180,6 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
         text = f"{code} {phrase}" + (f": {str(message)[:200]}" if message and message != phrase else "") + "\n"
         self.log_message("refused: %s", text.strip())
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # the default before a version is read: a refusal has a status line
+            self.request_version = "HTTP/1.0"
         extra = {"Connection": "close", **({"Allow": ALLOW} if code in (405, 501) else {})}
         self._send(code, text.encode("utf-8", "replace"), "text/plain; charset=utf-8", extra)
         headers = getattr(self, "headers", None) if self._head_read else None
