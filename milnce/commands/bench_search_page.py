@@ -16,7 +16,7 @@ import tempfile
 import warnings
 
 from milnce.search.page_load import PageLoad, build_page_index, largest_row, summary_lines, tiny_search_model
-from milnce.search.server import Searcher, make_server, serve_in_thread
+from milnce.search.server import THUMB_CACHE_SIZE, Searcher, make_server, serve_in_thread
 
 
 def main(argv=None) -> int:
@@ -26,7 +26,8 @@ def main(argv=None) -> int:
     ap.add_argument("--file-mb", type=float, default=8.0, help="size of the large video (without --index)")
     ap.add_argument("--index", help="an existing moment index (default: a temporary one)")
     ap.add_argument("--checkpoint", help="with --index: the model for queries (default: the index's)")
-    ap.add_argument("--thumb-cache", type=int, default=4, help="thumbnails kept (small: the load re-renders some)")
+    ap.add_argument("--thumb-cache", type=int, default=THUMB_CACHE_SIZE,
+                    help="thumbnails kept (a small one, e.g. 4, makes the load re-render them)")
     ap.add_argument("--warm-up", type=int, help="requests per client in the unmeasured first burst (default: "
                     "--requests; a fresh process's first concurrent burst grows its malloc arenas once)")
     ap.add_argument("--seed", type=int, default=0)
