@@ -2,12 +2,15 @@
 
     python tools/search.py --index index/toy "the red circle spins" --top 5 --json
     python tools/search.py --index index/toy --serve [--host 127.0.0.1 --port 8765]
+
+The page binds 127.0.0.1 (this machine only); another --host warns that the page has no authentication.
 """
 import argparse
 import json
 import sys
 from milnce.search.evaluation import evaluate_toy_search
-from milnce.search.server import Searcher, make_server, page_url, results_json
+from milnce.search.server import (MAX_CONNECTIONS, REQUEST_TIMEOUT_S, THUMB_CACHE_SIZE, Searcher, make_server,
+                                  page_url, results_json)
 
 
 def main(argv=None):
@@ -26,12 +29,18 @@ def main(argv=None):
                     "index of toy-corpus videos (ground truth from TOY_ROOT/toy/manifest.json)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--thumb-cache", type=int, default=THUMB_CACHE_SIZE,
+                    help=f"--serve: thumbnails kept in memory; LRU (default {THUMB_CACHE_SIZE})")
+    ap.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
+                    help=f"--serve: seconds a connection may wait on one read or write (default {REQUEST_TIMEOUT_S:g})")
+    ap.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                    help=f"--serve: connections served at once, others get 503 (default {MAX_CONNECTIONS})")
     args = ap.parse_args(argv)
     if not args.serve and not args.query and not args.eval_toy:
         ap.error("give a QUERY, --serve or --eval-toy")
 
 
-    searcher = Searcher(args.index, checkpoint=args.checkpoint, vocab=args.vocab)
+    searcher = Searcher(args.index, checkpoint=args.checkpoint, vocab=args.vocab, thumb_cache=args.thumb_cache)
     if args.eval_toy:
         result = evaluate_toy_search(searcher, args.eval_toy, k=args.top, distinct=args.distinct)
         for q in result["per_query"]:
@@ -39,7 +48,8 @@ def main(argv=None):
         print(json.dumps({k: v for k, v in result.items() if k != "per_query"}))
         return
     if args.serve:
-        server = make_server(searcher, args.host, args.port, k=args.top, distinct=not args.all_overlapping)
+        server = make_server(searcher, args.host, args.port, k=args.top, distinct=not args.all_overlapping,
+                             request_timeout=args.request_timeout, max_connections=args.max_connections)
         print(f"[search] {len(searcher.index)} moments; open {page_url(server)}  (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever()
