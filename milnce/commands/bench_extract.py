@@ -23,7 +23,6 @@ import resource
 import shutil
 import tempfile
 import time
-import time
 from pathlib import Path
 
 import numpy as np
