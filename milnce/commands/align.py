@@ -43,7 +43,8 @@ def main(argv=None):
                     help="search ± this many seconds around each ASR time (default 32: HTM-Align's 64 s window); "
                          "'global': the whole video")
     ap.add_argument("--stride", type=float, default=0.4, help="seconds between window starts (whole frames)")
-    ap.add_argument("--smooth", type=int, default=1, help="moving average over this many windows (1: none)")
+    ap.add_argument("--smooth", type=float, default=0.0,
+                    help="seconds of moving average over each narration's scores before the argmax (0: none)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding videos")
     ap.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK under torchrun with CUDA, else cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")

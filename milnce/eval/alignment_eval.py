@@ -9,8 +9,8 @@ scores each window alone, so the overlap average changes nothing and restricting
 around its ASR time is the same restriction. The ASR time of an alignable sentence is not in the release (its
 times are the annotation); like TAN we use a GT-free stand-in, interpolated by sentence order between the
 neighbouring non-alignable sentences (which keep their ASR times), unless `asr_captions` gives the real ones.
-Metrics (milnce.eval.alignment): R1_global, R1_window, AUC (alignability = peak z-score, milnce.align.scoring),
-AUC_max_score (TAN's measure: the best score), R1_asr (prediction = the ASR time itself; with asr_captions), and
+Metrics (milnce.eval.alignment): R1_global, R1_window, AUC (alignability = the sentence's best score over the video,
+TAN's measure for models without an alignability head; milnce.align.scoring), R1_asr (prediction = the ASR time itself; with asr_captions), and
 chance/R1 (a uniformly random time). Under DDP each rank takes a round-robin share of the videos; the rows are
 gathered and every video is checked to be seen exactly once, as the retrieval evaluator does.
 """
@@ -99,7 +99,7 @@ class AlignmentEvaluator:
                          windows.seconds, windows.duration)
             out[f"time_{key}"] = got["pred_time"]
             if key == "global":
-                out["alignability"], out["score"] = got["alignability"], got["score"]
+                out["alignability"] = got["alignability"]
         out["duration"] = np.full(len(ann), windows.duration)
         return out
 
@@ -139,10 +139,10 @@ class AlignmentEvaluator:
         cat = lambda key: np.concatenate([rows[v][key] for v in vids])  # noqa: E731
         start, end = np.concatenate([a.start for a in ann]), np.concatenate([a.end for a in ann])
         alignable = np.concatenate([a.alignable for a in ann])
-        pred = {"time": cat("time_global"), "alignability": cat("alignability"), "score": cat("score")}
+        pred = {"time": cat("time_global"), "alignability": cat("alignability")}
         m = alignment_metrics(pred, start, end, alignable)
         out = {"R1_global": m["R1"], "R1_window": recall_at_1(cat("time_window"), start, end, alignable),
-               "AUC": m["AUC"], "AUC_max_score": m["AUC_max_score"], "N": m["N"], "N_alignable": m["N_alignable"]}
+               "AUC": m["AUC"], "N": m["N"], "N_alignable": m["N_alignable"]}
         if self.asr:
             out["R1_asr"] = recall_at_1(np.concatenate([self.asr[v] for v in vids]), start, end, alignable)
         span = np.minimum(np.ceil(end) - np.floor(start), cat("duration")) / np.maximum(cat("duration"), 1e-9)
@@ -160,7 +160,7 @@ class AlignmentEvaluator:
             "window_anchor": "ASR centres from " + self.asr_captions if self.asr_captions else
                              "interpolated between non-alignable sentences' ASR times (GT-free, as TAN)",
             "hit": "floor(start) <= predicted time <= ceil(end), alignable sentences only",
-            "alignability": "peak z-score of the sentence's scores over the video (AUC); best score (AUC_max_score)",
+            "alignability": "the sentence's best score over the whole video (TAN's measure without an alignability head)",
             "score": "the model's training logits (normalised / temperature as its loss)",
             "published_r1_htm_align": PUBLISHED_R1,
         }
