@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from omegaconf import OmegaConf
 
 from milnce.align.retime import align_corpus
 from milnce.align.scoring import SearchSettings, retime
+from milnce.config import DataConfig
 from milnce.eval import common as eval_utils
 from milnce.eval.alignment import alignability_auc, alignment_metrics, median_offset, recall_at_1
 from milnce.eval.alignment_eval import AlignmentEvaluator
+from datamodules.howto100m import HowTo100MDataModule
 from datamodules.benchmarks.htm_align import (AlignedVideo, AlignmentAnnotationError, asr_anchor_times,
                                               read_htm_align, write_htm_align)
 from datamodules.narrations.readers import read_caption_json
@@ -274,3 +277,25 @@ def test_toy_offset_distributions_have_their_scale():
     assert np.median(np.abs(normal)) == pytest.approx(0.674 * 4.0, abs=0.6)   # |N(0, σ)| median = 0.674σ
     with pytest.raises(ValueError, match="offset_distribution"):
         ToyCorpusConfig(offset_distribution="cauchy")
+
+
+def test_pretraining_reads_retimed_captions_with_their_own_index_and_filter(tmp_path):
+    (tmp_path / "howto100m").mkdir()
+    (tmp_path / "howto100m" / "caption.json").write_text(json.dumps({"v1": {"start": [0.0], "end": [2.0],
+                                                                            "text": ["asr"]}}))
+    aligned = tmp_path / "aligned"
+    cols = {"asr_start": [0.0, 5.0], "asr_end": [2.0, 7.0], "pred_start": [3.0, 8.0], "pred_end": [5.0, 10.0],
+            "score": [0.9, 0.1], "alignability": [0.9, 0.1], "margin": [0.1, 0.1]}
+    write_table(aligned / "alignment.parquet", video_table("v1", ["kept", "dropped"], cols))
+    write_captions(aligned, captions_from_sidecar(read_sidecar(aligned / "alignment.parquet")))
+
+    def module(**kw):
+        return HowTo100MDataModule(OmegaConf.merge(OmegaConf.structured(DataConfig), {"root": str(tmp_path), **kw}))
+
+    default = module()
+    assert default.index_dir == tmp_path / "howto100m" / "narration_index"
+    retimed = module(captions=str(aligned / "caption.json"))
+    assert retimed.index_dir.parent == aligned and retimed.index_dir != default.index_dir
+    filtered = module(captions=str(aligned / "caption.json"), min_alignability=0.5)
+    assert json.loads(filtered.captions.read_text())["v1"]["text"] == ["kept"]
+    assert filtered.index_dir not in (default.index_dir, retimed.index_dir)
