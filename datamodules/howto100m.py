@@ -87,9 +87,10 @@ class HowTo100MDataModule(TrainingDataModule):
         self.min_alignability = getattr(data_cfg, "min_alignability", None)
         if self.min_alignability is not None:   # re-timed captions, only the narrations alignable enough
             self.captions = filtered_captions(self.captions, float(self.min_alignability))
-        # one index per caption file: other captions (a re-timed corpus) never reuse the default corpus' index
-        same = self.captions.resolve() == default.resolve()
-        self.index_dir = root / "howto100m" / "narration_index" if same else \
+        # the corpus' own captions (caption.json or captions/ in root/howto100m) share its index, as before; captions
+        # from elsewhere (a re-timed corpus, a filtered copy) get their own beside them and never reuse it
+        own = self.min_alignability is None and self.captions.resolve().parent == default.parent.resolve()
+        self.index_dir = root / "howto100m" / "narration_index" if own else \
             self.captions.parent / f"{self.captions.stem}.narration_index"
         self.index: Optional[NarrationIndex] = None
 

@@ -299,3 +299,31 @@ def test_pretraining_reads_retimed_captions_with_their_own_index_and_filter(tmp_
     filtered = module(captions=str(aligned / "caption.json"), min_alignability=0.5)
     assert json.loads(filtered.captions.read_text())["v1"]["text"] == ["kept"]
     assert filtered.index_dir not in (default.index_dir, retimed.index_dir)
+
+
+def _ddp_worker(rank, world, port, corpus, annotation, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        ev = AlignmentEvaluator(read_htm_align(annotation), str(corpus / "videos"), radius=10.0, stride=0.2,
+                                progress=False)
+        res = ev.evaluate(CodeModel())
+        torch.save({"metrics": res.metrics, "card": res.card}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow   # spawns 2 gloo processes (~20 s on 2 shared cores); the sharding is also tested above
+def test_evaluator_under_gloo_ddp_sees_every_video_exactly_once(shifted_corpus, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    single = _evaluator(shifted_corpus, tmp_path).evaluate(CodeModel())   # 3 videos: uneven over 2 ranks
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, shifted_corpus, tmp_path / "htm_align.json", str(tmp_path)), nprocs=2,
+             join=True)
+    for r in range(2):
+        got = torch.load(tmp_path / f"rank{r}.pt")
+        assert got["metrics"] == single.metrics and got["card"]["n_evaluated"] == 3
