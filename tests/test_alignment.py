@@ -15,6 +15,7 @@ from milnce.config import DataConfig
 from milnce.eval import common as eval_utils
 from milnce.eval.alignment import alignability_auc, alignment_metrics, median_offset, recall_at_1
 from milnce.eval.alignment_eval import AlignmentEvaluator
+from milnce.eval.results_table import results_markdown
 from datamodules.howto100m import HowTo100MDataModule
 from datamodules.benchmarks.htm_align import (AlignedVideo, AlignmentAnnotationError, asr_anchor_times,
                                               read_htm_align, write_htm_align)
@@ -236,6 +237,9 @@ def test_evaluator_scores_and_shards_every_video_exactly_once(shifted_corpus, tm
     monkeypatch.setattr(eval_utils, "gather_objects", lambda obj: [payloads[0], payloads[0], payloads[1]])
     with pytest.raises(RuntimeError, match="duplicates"):
         ev.evaluate(CodeModel())
+    table = results_markdown({f"htm_align/{k}": v for k, v in res.metrics.items() if "/" not in k},
+                             {"htm_align": res.card})
+    assert "## Narration alignment (htm_align)" in table and "| 100.0 | 100.0 | 1.000 | – |" in table
 
 
 # ------------------------------------------------------------------------------------------------ toy corpus
