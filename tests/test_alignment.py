@@ -167,6 +167,21 @@ def test_a_shifted_narration_is_retimed_to_within_one_stride(shifted_corpus, tmp
                      SearchSettings(radius=3.0, stride=0.2), progress=False)
 
 
+def test_two_shares_align_disjoint_videos_and_the_last_assembles(shifted_corpus, tmp_path):
+    (shifted_corpus / "videos" / "vidB.mp4").symlink_to(shifted_corpus / "videos" / "vidA.mp4")
+    captions = json.loads((shifted_corpus / "caption.json").read_text())
+    captions["vidB"] = captions["vidA"]
+    (shifted_corpus / "caption.json").write_text(json.dumps(captions))
+    out, settings = tmp_path / "aligned", SearchSettings(radius=10.0, stride=0.2)
+    first = align_corpus(CodeModel(), shifted_corpus / "caption.json", shifted_corpus / "videos", out, settings,
+                         rank=0, world=2, progress=False)
+    assert first["this_rank"] == 1 and "sidecar" not in first and not (out / "caption.json").exists()
+    second = align_corpus(CodeModel(), shifted_corpus / "caption.json", shifted_corpus / "videos", out, settings,
+                          rank=1, world=2, progress=False)
+    assert second["this_rank"] == 1 and second["narrations"] == 4
+    assert sorted(json.loads((out / "caption.json").read_text())) == ["vidA", "vidB"]
+
+
 def test_unreadable_videos_are_listed_and_keep_their_asr_times(shifted_corpus, tmp_path):
     (shifted_corpus / "videos" / "vidB.mp4").write_bytes(b"not a video")
     captions = json.loads((shifted_corpus / "caption.json").read_text())

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     try:
         result = alignment_table(args.checkpoint, args.root, args.work_dir, args.radius, args.stride,
                                  args.select_videos, args.rounds, args.steps, args.drop_fraction)
-    except ConfigError as err:
+    except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_table(result))

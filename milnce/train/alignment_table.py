@@ -127,6 +127,9 @@ def rounds(root: Path, work: Path, steps: int, settings: SearchSettings, drop_fr
 def alignment_table(checkpoint: str, root: str, work_dir: str, radius: float, stride: float, select_videos: int,
                     with_rounds: bool, steps: int, drop_fraction: float) -> Dict:
     root, work = Path(root), Path(work_dir)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint to re-time with; train one first "
+                                f"(`milnce train conf/demo.yaml`) or pass --checkpoint")
     ensure_alignment_corpus(root)
     model = load_model(checkpoint)
     base = SearchSettings(radius=radius, stride=stride)
