@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from datamodules.base import TrainingDataModule
 from datamodules.epoch_sampler import split_sample_index, with_replacement
 from datamodules.narrations.bags import NarrationIndex, NoClipFits, TrainingClipSampler, build_index_from_captions
+from datamodules.narrations.retimed import filtered_captions
 from datamodules.narrations.readers import read_video_list
 from datamodules.video.decode import DecodeError
 from datamodules.video.transforms import random_crop_flip
@@ -88,8 +89,16 @@ class HowTo100MDataModule(TrainingDataModule):
         root = Path(data_cfg.root)
         self.video_root = Path(data_cfg.video_root) if data_cfg.video_root else root / "videos"
         self.video_list = Path(data_cfg.video_list) if data_cfg.video_list else root / "howto100m" / "videos.csv"
-        self.captions = Path(data_cfg.captions) if data_cfg.captions else root / "howto100m" / "caption.json"
-        self.index_dir = root / "howto100m" / "narration_index"
+        default = root / "howto100m" / "caption.json"
+        self.captions = Path(data_cfg.captions) if data_cfg.captions else default
+        self.min_alignability = getattr(data_cfg, "min_alignability", None)
+        if self.min_alignability is not None:   # re-timed captions, only the narrations alignable enough
+            self.captions = filtered_captions(self.captions, float(self.min_alignability))
+        # the corpus' own captions (caption.json or captions/ in root/howto100m) share its index, as before; captions
+        # from elsewhere (a re-timed corpus, a filtered copy) get their own beside them and never reuse it
+        own = self.min_alignability is None and self.captions.resolve().parent == default.parent.resolve()
+        self.index_dir = root / "howto100m" / "narration_index" if own else \
+            self.captions.parent / f"{self.captions.stem}.narration_index"
         self.index: Optional[NarrationIndex] = None
 
     # -- corpus -----------------------------------------------------------------------------

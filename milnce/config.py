@@ -127,6 +127,8 @@ class DataConfig:
     video_root: Optional[str] = None     # default: <root>/videos
     video_list: Optional[str] = None     # HowTo100M video list CSV (column video_path); default <root>/howto100m/videos.csv
     captions: Optional[str] = None       # caption.json or a folder of <video_id>.csv; default <root>/howto100m/caption.json
+    min_alignability: Optional[float] = None  # keep only narrations this alignable (needs the alignment.parquet
+                                         # `milnce align` writes beside its re-timed caption.json)
     num_candidates: int = 1              # K narrations per clip (MIL-NCE README command: 4)
     min_time: float = 5.0
     num_frames: int = 16
@@ -170,6 +172,9 @@ class ToyConfig:
     width: int = 160                     # rendered frame size
     height: int = 120
     unique_test_captions: bool = False   # one YouCook2-style validation clip per sentence
+    num_align_videos: int = 0            # HTM-Align-style held-out narrated videos (htm_align/; alignment eval)
+    narration_offset: float = 3.0        # scale (s) of a step line's shift from where it belongs
+    offset_distribution: str = "uniform" # uniform U(-o, o) | normal | laplace | lag U(0, 2o)
 
 
 @dataclass
@@ -207,9 +212,20 @@ class CrossTaskEvalConfig:
 
 
 @dataclass
+class AlignmentEvalConfig:
+    """HTM-Align-style narration alignment (milnce/eval/alignment_eval.py)."""
+    annotation: Optional[str] = None     # htm_align.json; default <data.root>/htm_align/htm_align.json
+    video_root: Optional[str] = None     # default <annotation folder>/videos
+    asr_captions: Optional[str] = None   # the sentences' ASR times (caption.json); default: GT-free interpolation
+    radius: float = 32.0                 # windowed protocol: ± seconds around the ASR time (64 s window)
+    stride: float = 1.0                  # seconds between windows (TAN: 1 fps features)
+
+
+@dataclass
 class EvalConfig:
     retrieval: List[RetrievalEvalConfig] = field(default_factory=list)
     crosstask: Optional[CrossTaskEvalConfig] = None
+    alignment: Optional[AlignmentEvalConfig] = None
     every_n_steps: int = 0               # 0 = only at the end of fit
     every_n_epochs: int = 0
     at_fractions: List[float] = field(default_factory=list)  # also at these fractions of max_steps (0.25, 0.5 …)

@@ -5,7 +5,8 @@ from dataclasses import asdict
 import pytest
 
 from datamodules.benchmarks.ucf101 import read_ucf101_split
-from datamodules.toy.corpus import ToyCorpusConfig, make_toy_corpus, manifest_config, plan_corpus, toy_corpus_exists
+from datamodules.toy.corpus import (OMIT_AT_DEFAULT, ToyCorpusConfig, make_toy_corpus, manifest_config, plan_corpus,
+                                    toy_corpus_exists)
 from datamodules.toy.story import ACTIONS
 
 OFF = dict(num_train_videos=2, num_youcook_videos=0, num_youcook_train_videos=0, num_msrvtt_clips=0,
@@ -16,7 +17,7 @@ def test_action_split_is_off_by_default_and_absent_from_the_manifest():
     cfg = ToyCorpusConfig()
     assert cfg.num_action_videos_per_class == 0
     assert "num_action_videos_per_class" not in manifest_config(cfg)
-    assert manifest_config(cfg) == {k: v for k, v in asdict(cfg).items() if k != "num_action_videos_per_class"}
+    assert manifest_config(cfg) == {k: v for k, v in asdict(cfg).items() if k not in OMIT_AT_DEFAULT}
     assert not [p for p in plan_corpus(cfg)[1] if p.split == "ucf101"]
     with pytest.raises(ValueError, match="num_action_videos_per_class"):
         ToyCorpusConfig(num_action_videos_per_class=4)

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from datamodules.toy.formats import action_class, write_annotations
 from datamodules.toy.render import Mp4Writer, SpriteBank, make_scene, render_frames
-from datamodules.toy.story import (ACTIONS, COLOURS, SHAPES, Task, Timeline, action_timeline, clip_timeline,
-                                   make_tasks, narrate, palette, step_phrase, step_sentence, task_timeline)
+from datamodules.toy.story import (ACTIONS, COLOURS, OFFSET_DISTRIBUTIONS, SHAPES, Task, Timeline, action_timeline,
+                                   clip_timeline, make_tasks, narrate, palette, step_phrase, step_sentence,
+                                   task_timeline)
 from datamodules.atomic import atomic_dir
 
 MANIFEST = "toy/manifest.json"
@@ -38,10 +39,10 @@ FORMAT_VERSION = 2
 SPLITS = {"howto100m": (1, "videos"), "youcook2_val": (2, "youcook2/validation"),
           "youcook2_train": (3, "youcook2/training"), "crosstask": (4, "crosstask/videos"),
           "msrvtt_test": (5, "msrvtt/videos"), "msrvtt_train": (6, "msrvtt/videos"),
-          "ucf101": (7, "ucf101/UCF-101")}
+          "ucf101": (7, "ucf101/UCF-101"), "htm_align": (8, "htm_align/videos")}
 UCF_CLIPS_PER_GROUP = 2                  # toy UCF-101: clips c01, c02 of each group gGG
 # fields left out of the manifest while they are at their default, so the default corpus stays byte-identical
-OMIT_AT_DEFAULT = {"num_action_videos_per_class": 0}
+OMIT_AT_DEFAULT = {"num_action_videos_per_class": 0, "num_align_videos": 0, "offset_distribution": "uniform"}
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ToyCorpusConfig:
     num_crosstask_videos: int = 24       # CrossTask-style annotated videos
     num_crosstask_val_videos: int = 2    # of those, listed in videos_val.csv
     num_action_videos_per_class: int = 0 # UCF-101-style action split (ucf101/): clips per action class, 0 = none
+    num_align_videos: int = 0            # HTM-Align-style held-out narrated videos (htm_align/), 0 = none
     # content
     num_colours: int = 4                 # palette: the first N colours and shapes of toy_script's lists
     num_shapes: int = 4
@@ -78,7 +80,8 @@ class ToyCorpusConfig:
                                          # order), as MSR-VTT 1k-A has one caption per clip: a perfect model can
                                          # then reach R@1 100 (with repeated sentences it cannot)
     # narration
-    narration_offset: float = 3.0        # line centre = step anchor + U(-offset, offset) seconds
+    narration_offset: float = 3.0        # scale of the shift of a step line's centre from its anchor, seconds
+    offset_distribution: str = "uniform" # story.narration_shift: uniform U(-o, o) | normal | laplace | lag
     line_duration: Tuple[float, float] = (2.0, 4.0)
     second_line_prob: float = 0.3        # steps of >= 5 s get a second line with this probability
     filler_fraction: float = 0.4         # fraction of narration lines unrelated to the video
@@ -106,6 +109,11 @@ class ToyCorpusConfig:
         if self.width % 2 or self.height % 2 or min(self.width, self.height) < 16:
             raise ValueError(f"ToyCorpusConfig: width/height must be even and >= 16, got {self.width}x{self.height}")
         palette(self)  # checks num_colours / num_shapes
+        if self.offset_distribution not in OFFSET_DISTRIBUTIONS:
+            raise ValueError(f"ToyCorpusConfig.offset_distribution: unknown '{self.offset_distribution}' "
+                             f"(valid: {', '.join(OFFSET_DISTRIBUTIONS)})")
+        if self.narration_offset < 0:
+            raise ValueError(f"ToyCorpusConfig.narration_offset must be >= 0, got {self.narration_offset}")
         if self.steps_per_task[0] < 1 or self.num_tasks < 1:
             raise ValueError("ToyCorpusConfig: need num_tasks >= 1 and steps_per_task low >= 1")
         if self.num_crosstask_val_videos > self.num_crosstask_videos:
@@ -177,6 +185,7 @@ def plan_corpus(cfg: ToyCorpusConfig) -> Tuple[List[Task], List[VideoPlan]]:
             sub = f"{folder}/{task.task_id}" if split.startswith("youcook2") else folder
             plans.append(VideoPlan(split, i, video_id, task, timeline, f"{sub}/{video_id}.mp4"))
     plans += plan_action_split(cfg)
+    plans += plan_align_split(cfg, tasks)
     ids = [p.video_id for p in plans]
     if len(set(ids)) != len(ids):
         raise RuntimeError("toy corpus: video id collision; choose another seed")
@@ -196,6 +205,21 @@ def plan_action_split(cfg: ToyCorpusConfig) -> List[VideoPlan]:
             video_id = f"v_{name}_g{j // UCF_CLIPS_PER_GROUP + 1:02d}_c{j % UCF_CLIPS_PER_GROUP + 1:02d}"
             plans.append(VideoPlan("ucf101", index, video_id, None, action_timeline(action, rng, cfg),
                                    f"{folder}/{name}/{video_id}.mp4"))
+    return plans
+
+
+def plan_align_split(cfg: ToyCorpusConfig, tasks: List[Task]) -> List[VideoPlan]:
+    """The HTM-Align-style split: held-out narrated task videos (never in the pretraining corpus) whose narration's
+    true places are known; formats.write_htm_align writes their annotation and ASR captions."""
+    code, folder = SPLITS["htm_align"]
+    plans = []
+    for i in range(cfg.num_align_videos):
+        rng = np.random.default_rng([cfg.seed, code, i, 0])
+        video_id = _youtube_like_id(rng)
+        task = tasks[(i + code) % len(tasks)]
+        timeline = task_timeline(task, rng, cfg)
+        timeline.lines = narrate(timeline, rng, cfg)
+        plans.append(VideoPlan("htm_align", i, video_id, task, timeline, f"{folder}/{video_id}.mp4"))
     return plans
 
 
@@ -298,7 +322,9 @@ def build_manifest(root: Path, cfg: ToyCorpusConfig, tasks: List[Task], plans: L
         "seed": cfg.seed,
         "config": manifest_config(cfg),
         "counts": {**cfg.counts(), **({"ucf101": sum(p.split == "ucf101" for p in plans)}
-                                      if cfg.num_action_videos_per_class else {}), "tasks": len(tasks), "frames": sum(num_frames.values()),
+                                      if cfg.num_action_videos_per_class else {}),
+                   **({"htm_align": cfg.num_align_videos} if cfg.num_align_videos else {}),
+                   "tasks": len(tasks), "frames": sum(num_frames.values()),
                    "seconds_of_video": round(sum(p.timeline.duration for p in plans), 1)},
         "render_seconds": round(seconds, 1),
         "vocabulary": {

@@ -4,7 +4,8 @@ HowTo100M: video list, caption.json, one start,end,text CSV per video, HowTo100M
 no header). YouCook2: MIL-NCE's validation_youcook.csv (integer seconds) and youcookii_annotations_trainval.json.
 MSR-VTT: msrvtt_test.csv (1k-A layout), MSRVTT_data.json, MSRVTT_train.9k.csv. CrossTask: tasks_primary.txt,
 videos.csv / videos_val.csv (no header), annotations/<task>_<video>.csv (1-based step, start, end; no header).
-Test captions are the canonical step sentences; fine-tuning captions are clean paraphrases without filler.
+HTM-Align (TAN, CVPR 2022): htm_align.json. Test captions are the canonical step sentences; fine-tuning captions
+are clean paraphrases without filler.
 """
 from __future__ import annotations
 
@@ -47,10 +48,12 @@ def write_annotations(root: Path, cfg, tasks: List[Task], plans) -> None:
     write_crosstask(root, cfg, tasks, by_split.get("crosstask", []))
     if by_split.get("ucf101"):
         write_ucf101(root, by_split["ucf101"])
+    if by_split.get("htm_align"):
+        write_htm_align(root, by_split["htm_align"])
 
 
-def write_howto100m(root: Path, tasks: List[Task], plans) -> None:
-    base = root / "howto100m"
+def _write_narrations(base: Path, plans) -> None:
+    """videos.csv, caption.json and captions/<id>.csv (the HowTo100M layouts) of narrated videos."""
     _write_csv(base / "videos.csv", ["video_path"], [[f"{p.video_id}.mp4"] for p in plans])
     captions = {}
     for p in plans:
@@ -60,6 +63,11 @@ def write_howto100m(root: Path, tasks: List[Task], plans) -> None:
         _write_csv(base / "captions" / f"{p.video_id}.csv", ["start", "end", "text"],
                    [[ln.start, ln.end, ln.text] for ln in lines])
     (base / "caption.json").write_text(json.dumps(captions))
+
+
+def write_howto100m(root: Path, tasks: List[Task], plans) -> None:
+    base = root / "howto100m"
+    _write_narrations(base, plans)
     rank: Dict[str, int] = {}
     rows = []
     for p in plans:
@@ -171,3 +179,20 @@ def write_ucf101(root: Path, plans) -> None:
              train.append(f"{rel} {classes.index(name) + 1}\n"))
         (base / f"trainlist0{k}.txt").write_text("".join(train))
         (base / f"testlist0{k}.txt").write_text("".join(test))
+
+
+def write_htm_align(root: Path, plans) -> None:
+    """htm_align/htm_align.json as TAN releases HTM-Align: {video_id: [[alignable 1/0, start, end, text], …]} in
+    narration order; a step line is alignable and carries the segment of the step it describes, a filler line is not
+    and keeps its ASR times (as the release keeps them for non-alignable sentences). Beside it the same narrations
+    with their ASR times in the HowTo100M layouts (caption.json, captions/<id>.csv, videos.csv): what `milnce align`
+    re-times. The true place of each line (its anchor) is in toy/manifest.json."""
+    base = root / "htm_align"
+    _write_narrations(base, plans)
+    annotation = {}
+    for p in plans:
+        segments = p.timeline.segments
+        annotation[p.video_id] = [
+            [1, segments[ln.segment].start, segments[ln.segment].end, ln.text] if ln.segment >= 0
+            else [0, ln.start, ln.end, ln.text] for ln in p.timeline.lines]
+    (base / "htm_align.json").write_text(json.dumps(annotation))

@@ -274,8 +274,26 @@ def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+OFFSET_DISTRIBUTIONS = ("uniform", "normal", "laplace", "lag")
+
+
+def narration_shift(rng: np.random.Generator, cfg) -> float:
+    """How far (s) a step line's centre sits from its anchor, scale o = cfg.narration_offset: uniform U(−o, o) (the
+    default corpus), normal N(0, o²), laplace Laplace(0, o), lag U(0, 2o) (the narrator speaks after the action)."""
+    o, kind = cfg.narration_offset, getattr(cfg, "offset_distribution", "uniform")
+    if kind == "uniform":
+        return float(rng.uniform(-o, o))
+    if kind == "normal":
+        return float(rng.normal(0.0, o))
+    if kind == "laplace":
+        return float(rng.laplace(0.0, o))
+    if kind == "lag":
+        return float(rng.uniform(0.0, 2.0 * o))
+    raise ValueError(f"offset_distribution: unknown '{kind}' (valid: {', '.join(OFFSET_DISTRIBUTIONS)})")
+
+
 def narrate(timeline: Timeline, rng: np.random.Generator, cfg) -> List[Line]:
-    """ASR-like lines: one or two per step (centre = anchor + U(-offset, offset)), plus filler lines.
+    """ASR-like lines: one or two per step (centre = anchor + narration_shift), plus filler lines.
 
     The number of fillers is F = R·f/(1−f) (stochastically rounded) for R step lines and filler fraction f; they go
     into the stretches the step lines leave uncovered, so narration runs nearly continuously, as ASR does.
@@ -286,7 +304,7 @@ def narrate(timeline: Timeline, rng: np.random.Generator, cfg) -> List[Line]:
         m = 2 if length >= 5.0 and rng.random() < cfg.second_line_prob else 1
         for j in range(m):
             anchor = seg.start + (j + 0.5) * length / m
-            centre = anchor + rng.uniform(-cfg.narration_offset, cfg.narration_offset)
+            centre = anchor + narration_shift(rng, cfg)
             dur = _uniform(rng, cfg.line_duration)
             start = min(max(centre - dur / 2, 0.0), max(timeline.duration - dur, 0.0))
             words = _words(rng, seg.object, seg.action, cfg.canonical_word_prob)

@@ -1,6 +1,6 @@
 """Lightning callbacks that run the evaluators during and at the end of training.
 
-Both run every `every_n_steps` optimizer steps, every `every_n_epochs` epochs (0 = never) and/or at the given
+Each runs every `every_n_steps` optimizer steps, every `every_n_epochs` epochs (0 = never) and/or at the given
 `at_fractions` of trainer.max_steps (time-to-accuracy: 0.25, 0.5, 0.75), on an optional fixed
 subset (`subset` items / videos, spread evenly, decoded windows cached in RAM for retrieval when the evaluator has a
 cache budget), and on the full set when training ends (`at_fit_end`). They must run on every rank under DDP (the
@@ -138,3 +138,14 @@ class StepLocalization(_Evaluation):
     def __init__(self, evaluator, every_n_steps: int = 0, subset: int = 0, prefix: str = "crosstask",
                  every_n_epochs: int = 0, at_fit_end: bool = True, at_fractions: Sequence[float] = ()):
         super().__init__(evaluator, prefix, every_n_steps, every_n_epochs, subset, at_fit_end, at_fractions)
+
+
+class AlignmentEvaluation(_Evaluation):
+    """Runs a milnce.eval.alignment_eval.AlignmentEvaluator (HTM-Align-style narration alignment)."""
+
+    headline = ("R1_global", "R1_window", "AUC")
+
+    def __init__(self, evaluator, every_n_steps: int = 0, subset: int = 0, prefix: Optional[str] = None,
+                 every_n_epochs: int = 0, at_fit_end: bool = True, at_fractions: Sequence[float] = ()):
+        super().__init__(evaluator, prefix or evaluator.name, every_n_steps, every_n_epochs, subset, at_fit_end,
+                         at_fractions)

@@ -52,6 +52,18 @@ def results_markdown(metrics: Dict[str, float], cards: Dict[str, Any]) -> str:
             lines.append(f"| {name} | mean | {_fmt(metrics[f'{name}/top1'])} | "
                          f"{_fmt(metrics.get(f'chance/{name}/top1'))} |")
         lines.append("")
+    aligned = sorted({k.split("/")[0] for k in metrics if k.endswith("/R1_global") and not k.startswith("chance/")})
+    for name in aligned:
+        card = cards.get(name, {})
+        auc = metrics.get(f"{name}/AUC")
+        lines += [f"## Narration alignment ({name})", "",
+                  "| R@1 global | R@1 window | ROC-AUC | R@1 ASR times | chance R@1 |", "|---|---|---|---|---|",
+                  "| " + " | ".join(_fmt(metrics.get(k)) for k in (f"{name}/R1_global", f"{name}/R1_window")) +
+                  f" | {'–' if auc is None else f'{auc:.3f}'} | " +
+                  " | ".join(_fmt(metrics.get(k)) for k in (f"{name}/R1_asr", f"chance/{name}/R1")) + " |",
+                  f"\n{card.get('n_evaluated', '?')} videos, {card.get('sentences', '?')} sentences; window "
+                  f"±{card.get('window_radius_seconds', '?')} s; published R@1 on HTM-Align: "
+                  + ", ".join(f"{k} {v}" for k, v in card.get("published_r1_htm_align", {}).items()), ""]
     train = {k: v for k, v in metrics.items() if k.startswith("train/")}
     if train:
         lines += ["## Training", ""] + [f"- {k}: {_fmt(v)}" for k, v in sorted(train.items())] + [""]

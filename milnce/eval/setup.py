@@ -7,11 +7,13 @@ from typing import Any, Dict, List, Optional, Tuple
 from omegaconf import DictConfig
 
 from milnce.api import load_model
-from milnce.eval.callbacks import RetrievalEvaluation, StepLocalization, flatten_metrics
+from milnce.eval.alignment_eval import AlignmentEvaluator
+from milnce.eval.callbacks import AlignmentEvaluation, RetrievalEvaluation, StepLocalization, flatten_metrics
 from milnce.eval.feature_eval import FeatureRetrievalEvaluator
 from milnce.eval.localization_eval import StepLocalizationEvaluator
 from milnce.eval.retrieval_eval import RetrievalEvaluator
 from datamodules.benchmarks.crosstask import CrossTaskRelease
+from datamodules.benchmarks.htm_align import read_htm_align
 from datamodules.benchmarks.msrvtt import read_msrvtt, read_msrvtt_full
 from datamodules.benchmarks.youcook2 import read_youcook2
 from datamodules.features import feature_sources
@@ -87,13 +89,23 @@ def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
             release, window_seconds=c.window_seconds, num_frames=c.num_frames, size=c.size, cost=c.cost,
             inference=c.inference, use_split=c.use_split, split_seed=c.split_seed,
             train_videos_per_task=c.train_videos_per_task, logits=c.logits, out_dir=str(out_dir / "crosstask"))))
+    a = cfg.eval.get("alignment")
+    if a is not None:
+        annotation = Path(a.annotation) if a.annotation else data_root / "htm_align" / "htm_align.json"
+        evaluators.append(("alignment", AlignmentEvaluator(
+            read_htm_align(annotation), a.video_root or str(annotation.parent / "videos"), radius=a.radius,
+            stride=a.stride, asr_captions=a.asr_captions, num_workers=min(2, cfg.data.num_workers),
+            out_dir=str(out_dir / "htm_align"))))
     return evaluators
+
+
+CALLBACKS = {"retrieval": RetrievalEvaluation, "crosstask": StepLocalization, "alignment": AlignmentEvaluation}
 
 
 def build_eval_callbacks(cfg: DictConfig) -> List[Any]:
     callbacks = []
     for kind, evaluator in build_evaluators(cfg):
-        cls = RetrievalEvaluation if kind == "retrieval" else StepLocalization
+        cls = CALLBACKS[kind]
         callbacks.append(cls(evaluator, every_n_steps=cfg.eval.every_n_steps, subset=cfg.eval.subset,
                              every_n_epochs=cfg.eval.every_n_epochs, at_fractions=list(cfg.eval.at_fractions)))
     return callbacks
@@ -104,7 +116,7 @@ def collect_metrics(callbacks: List[Any]) -> Tuple[Dict[str, float], Dict[str, A
     metrics: Dict[str, float] = {}
     cards: Dict[str, Any] = {}
     for cb in callbacks:
-        if isinstance(cb, (RetrievalEvaluation, StepLocalization)) and cb.last_metrics:
+        if isinstance(cb, tuple(CALLBACKS.values())) and cb.last_metrics:
             metrics.update(cb.last_metrics)
             cards[cb.prefix] = cb.last_card
     return metrics, cards
@@ -122,7 +134,8 @@ def evaluate_checkpoint(cfg: DictConfig, module=None, retrieval: bool = True
     for kind, evaluator in build_evaluators(cfg):
         if kind == "retrieval" and not retrieval:
             continue
-        prefix = evaluator.dataset.name if kind == "retrieval" else "crosstask"
+        prefix = {"retrieval": getattr(getattr(evaluator, "dataset", None), "name", None), "crosstask": "crosstask",
+                  "alignment": getattr(evaluator, "name", "htm_align")}[kind]
         result = evaluator.evaluate(module)
         metrics.update(flatten_metrics(prefix, result.metrics))
         cards[prefix] = {**result.card, "checkpoint": str(cfg.checkpoint)}
