@@ -1,6 +1,6 @@
 """Running a model for inference: eval mode without gradients, its device, texts and video windows to embeddings.
 
-In the core because the api (encode_text / encode_video) and the evaluators both run models this way.
+In the core because the api (encode_text / encode_video), the evaluators and the aligner all run models this way.
 """
 from __future__ import annotations
 
@@ -45,3 +45,17 @@ def embed_windows(module: Any, windows: torch.Tensor, batch_size: int, device: t
     out = [module.embed_video(chunk.to(device, non_blocking=True)).float().cpu()
            for chunk in windows.split(batch_size)]
     return torch.cat(out)
+
+
+def training_logits(module: Any, video: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """video · textᵀ as the model's loss sees it: L2-normalised and divided by the temperature when the loss does
+    so (model.loss_args.normalize / temperature), else the raw dot product (the original)."""
+    loss = getattr(module, "loss_fn", None)
+    if getattr(loss, "normalize", False):
+        video = video / np.maximum(np.linalg.norm(video, axis=1, keepdims=True), 1e-12)
+        text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+    scores = video @ text.T
+    temperature = loss.temperature() if hasattr(loss, "temperature") else None
+    if temperature is not None:
+        scores = scores / float(temperature.detach() if torch.is_tensor(temperature) else temperature)
+    return scores

@@ -124,7 +124,7 @@ def test_training_logits_follow_the_models_loss():
     import numpy as np
     from types import SimpleNamespace
 
-    from milnce.eval.common import training_logits
+    from milnce.inference import training_logits
     from milnce.losses import build_loss
 
     v, t = np.array([[3.0, 4.0], [1.0, 0.0]]), np.array([[0.0, 2.0]])

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from milnce.eval.common import training_logits
+from milnce.inference import training_logits
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
 import torch.distributed as dist
 
-from milnce.inference import embed_windows, encode_texts, eval_mode, module_device  # noqa: F401 (used as U.*)
+from milnce.inference import (embed_windows, encode_texts, eval_mode, module_device,  # noqa: F401 (used as U.*)
+                              training_logits)
 
 
 def rank_and_world() -> Tuple[int, int]:
@@ -56,17 +55,3 @@ def text_max_words(module: Any, max_words: Optional[int]):
         yield tok.max_words
     finally:
         tok.max_words = old
-
-
-def training_logits(module: Any, video: np.ndarray, text: np.ndarray) -> np.ndarray:
-    """video · textᵀ as the model's loss sees it: L2-normalised and divided by the temperature when the loss does
-    so (model.loss_args.normalize / temperature), else the raw dot product (the original)."""
-    loss = getattr(module, "loss_fn", None)
-    if getattr(loss, "normalize", False):
-        video = video / np.maximum(np.linalg.norm(video, axis=1, keepdims=True), 1e-12)
-        text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-    scores = video @ text.T
-    temperature = loss.temperature() if hasattr(loss, "temperature") else None
-    if temperature is not None:
-        scores = scores / float(temperature.detach() if torch.is_tensor(temperature) else temperature)
-    return scores
