@@ -4,7 +4,9 @@ their checksums and --verify checks them; a clip longer than the overlap is refu
 import io
 import json
 import shutil
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,8 @@ from datamodules.epoch_sampler import EpochShardSampler  # noqa: E402
 from datamodules.shards.datamodule import ShardsDataModule  # noqa: E402
 from datamodules.shards.manifest import read_manifest, verify_shards  # noqa: E402
 from datamodules.shards.reader import ShardReader  # noqa: E402
-from datamodules.shards.segments import SegmentWindowError, segment_for  # noqa: E402
+from datamodules.shards.segments import SegmentWindowError, cut_segments, segment_for  # noqa: E402
+from datamodules.video.decode import read_clip, read_clip_bytes  # noqa: E402
 from datamodules.video.pyav import PyAVReader  # noqa: E402
 from milnce.commands.shard import main as shard_main  # noqa: E402
 from milnce.config import DataConfig  # noqa: E402
@@ -120,3 +123,31 @@ def test_a_clip_longer_than_the_overlap_is_refused_naming_the_option(tiny_toy_co
     assert segment_for(segs, segs[0]["start"] + segs[0]["duration"] + 0.1, 0.8, OVERLAP, "v") == 1
     with pytest.raises(SegmentWindowError, match="--overlap-seconds"):
         segment_for(segs[:2], straddling, 1.6, OVERLAP, "v")
+
+
+def test_segments_of_a_b_frame_video_with_short_gops_decode_to_the_source_frames(tmp_path):
+    path = tmp_path / "bframes.mp4"
+    with av.open(str(path), "w") as out:             # x264 medium: B-frames (pts != dts), a keyframe every 10
+        stream = out.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"preset": "medium", "g": "10", "bf": "3", "threads": "1"}
+        for i in range(25 * 8):
+            img = np.zeros((64, 96, 3), np.uint8)
+            img[:, (i * 3) % 86:(i * 3) % 86 + 10] = 255
+            img[i % 64, :] = 128
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as c:
+        assert any(p.pts != p.dts for p in c.demux(c.streams.video[0]) if p.size)
+    segments = cut_segments(path, 3.0, 1.0)
+    assert len(segments) >= 3
+    used = set()
+    for seek in np.arange(0.0, 7.2, 0.29):
+        number = segment_for([{"start": s.start, "duration": s.duration} for s in segments], seek, 0.8, 1.0, "v")
+        seg = segments[number]
+        assert torch.equal(read_clip(path, float(seek), 8, 10.0, 32),
+                           read_clip_bytes(seg.data, "segment", float(seek) - seg.start, 8, 10.0, 32))
+        used.add(number)
+    assert len(used) >= 3

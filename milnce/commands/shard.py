@@ -6,7 +6,7 @@ counts and seconds. Train with `data.dataset=shards data.shards=DIR` (or an s3:/
 AWS_ENDPOINT_URL for S3-compatible stores). --verify DIR checks a written set against its manifest.
 --segment-seconds S stores each video as keyframe-aligned stream-copy segments of at least S seconds instead, so
 a clip reads one segment, not its whole video; consecutive segments overlap by at least --overlap-seconds (default
-10: more than the longest training clip asked for here, 32 frames at 10 fps = 3.2 s; training refuses clips longer
+10: more than the longest training clip of conf/, 16 frames at 5 fps = 3.2 s; training refuses clips longer
 than the overlap). Example:
 
   milnce shard --root /data/howto100m --video-root /data/howto100m/packed --out /data/howto100m/shards
@@ -67,5 +67,6 @@ def main(argv=None) -> int:
     for path, reason in sorted(manifest["failed"].items()):
         print(f"FAILED {path}: {reason}", file=sys.stderr)
     print(json.dumps({"out": out, "samples": manifest["samples"], "shards": len(manifest["shards"]),
+                      "segments": sum(len(v.get("segments", ())) for v in manifest["videos"]),
                       "bytes": sum(s["bytes"] for s in manifest["shards"]), "failed": len(manifest["failed"])}))
     return 0
