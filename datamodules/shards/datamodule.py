@@ -50,7 +50,7 @@ class OneVideoNarrations:
 
 
 class ShardClips(Dataset):
-    """NarratedClips over a ShardReader: item = sample number in the shard set."""
+    """NarratedClips over a ShardReader: item = sample number in the shard set (segmented sets: video number)."""
 
     def __init__(self, reader: ShardReader, num_items: int, tokenizer: Callable, spec: ClipSpec, data_cfg: Any,
                  timeout: Optional[float] = None, max_tries: int = 20, manifest: Optional[Dict[str, Any]] = None):

@@ -5,9 +5,9 @@ One sample per video: its file's bytes unchanged (decoded later from memory, dat
 its narrations, id, duration and sha256. With `segment_seconds` > 0, each video is instead one narrations sample
 (no video bytes) followed by its keyframe-aligned stream-copy segments (segments.py), each a sample with its id,
 segment number, start in the source, duration and sha256; the manifest's per-video table lists them, so a clip is
-read from one segment and never from the whole video. A video that cannot be read or probed is left out and listed under
-"failed" in the manifest. Shards are written to a temporary folder next to `out_dir` and renamed into place, so a
-killed writer never leaves a half-written set that looks complete.
+read from one segment and never from the whole video. A video that cannot be read, probed or cut is left out and
+listed under "failed" in the manifest. Shards are written to a temporary folder next to `out_dir` and renamed into
+place, so a killed writer never leaves a half-written set that looks complete.
 """
 from __future__ import annotations
 
