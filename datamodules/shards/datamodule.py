@@ -5,7 +5,9 @@ video per epoch from the resumable, rank-disjoint EpochShardSampler, all randomn
 item), the bag of K narrations and the clip window of TrainingClipSampler, crop/flip, and a sample that cannot be
 read (corrupt bytes, a failed ranged GET, an undecodable video, no clip fitting) replaced by another one and
 reported to the FailureBudget. The shard set's manifest gives the length and the vocabulary without reading the
-samples.
+samples. On a segmented set (`milnce shard --segment-seconds`) an item is still a video: its narrations sample is
+read, the clips are drawn exactly as from a whole-video sample, and each clip is decoded from the one segment that
+holds it (the manifest's per-video table), its times shifted by the segment's start.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from datamodules.howto100m import narrated_item
 from datamodules.narrations.bags import NoClipFits, TrainingClipSampler
 from datamodules.shards.manifest import is_remote, read_manifest
 from datamodules.shards.reader import ShardReader, ShardSample
+from datamodules.shards.segments import check_overlap, segment_for
 from datamodules.video.clip_spec import ClipSpec
 from datamodules.video.clip_source import clip_deadline
 from datamodules.video.decode import DecodeError, read_clip_bytes
@@ -47,11 +50,16 @@ class OneVideoNarrations:
 
 
 class ShardClips(Dataset):
-    """NarratedClips over a ShardReader: item = sample number in the shard set."""
+    """NarratedClips over a ShardReader: item = sample number in the shard set (segmented sets: video number)."""
 
     def __init__(self, reader: ShardReader, num_items: int, tokenizer: Callable, spec: ClipSpec, data_cfg: Any,
-                 timeout: Optional[float] = None, max_tries: int = 20):
+                 timeout: Optional[float] = None, max_tries: int = 20, manifest: Optional[Dict[str, Any]] = None):
+        """`manifest` of a segmented set: item = video number, read through its per-video segment table."""
         self.reader, self.num_items, self.tokenizer, self.spec = reader, int(num_items), tokenizer, spec
+        self.videos = manifest["videos"] if manifest and "segment_seconds" in manifest else None
+        self.overlap = float(manifest["overlap_seconds"]) if self.videos is not None else None
+        if self.videos is not None:
+            check_overlap(manifest, spec.seconds, reader.url)
         c = data_cfg
         self.k, self.min_time, self.clips_per_video = int(c.num_candidates), float(c.min_time), int(c.clips_per_video)
         self.window, self.fractional_seek = str(c.window), bool(c.fractional_seek)
@@ -60,16 +68,36 @@ class ShardClips(Dataset):
     def __len__(self) -> int:
         return self.num_items
 
+    def _name(self, number: int) -> str:
+        if self.videos is None:
+            return self.reader.name(number)
+        return self.reader.name(self.videos[number]["sample"], self.videos[number]["video_id"])
+
+    def _clip(self, data: bytes, name: str, seek: float):
+        return read_clip_bytes(data, name, seek, self.spec.num_frames, self.spec.fps, self.spec.resize or None,
+                               timeout=self.timeout, sampling=self.spec.sampling)
+
     def _decode(self, number: int, rng: np.random.Generator):
-        sample = self.reader.read(number)
+        video = None if self.videos is None else self.videos[number]
+        sample = self.reader.read(number if video is None else video["sample"])
+        if video is not None and sample.video_id != video["video_id"]:
+            raise DecodeError(self._name(number), f"holds {sample.video_id!r}, the manifest says "
+                                                  f"{video['video_id']!r} (set and manifest disagree)")
         sampler = TrainingClipSampler(OneVideoNarrations(sample), self.k, self.min_time, self.spec.seconds,
                                       window=self.window, fractional_seek=self.fractional_seek,
                                       clips_per_video=self.clips_per_video)
         clips = sampler.sample_clips(0, rng)
-        name = self.reader.name(number, sample.video_id)
-        frames = [read_clip_bytes(sample.video, name, c.seek, self.spec.num_frames, self.spec.fps,
-                                  self.spec.resize or None, timeout=self.timeout, sampling=self.spec.sampling)
-                  for c in clips]
+        if video is None:
+            name = self.reader.name(number, sample.video_id)
+            return clips, [self._clip(sample.video, name, c.seek) for c in clips]
+        frames, parts = [], {}
+        for c in clips:
+            seg = segment_for(video["segments"], c.seek, self.spec.seconds, self.overlap, self._name(number))
+            at = video["sample"] + 1 + seg
+            if at not in parts:
+                parts[at] = self.reader.read(at)
+            start = video["segments"][seg]["start"]
+            frames.append(self._clip(parts[at].video, self.reader.name(at, sample.video_id), c.seek - start))
         return clips, frames
 
     def __getitem__(self, sample: int) -> Dict[str, Any]:
@@ -77,7 +105,7 @@ class ShardClips(Dataset):
         rng = np.random.default_rng([self.seed, epoch, item])
         number, (clips, frames), failed = with_replacement(
             item, self.num_items, rng, lambda n, _: self._decode(n, rng), (DecodeError, NoClipFits), self.max_tries,
-            lambda n, err: str(err) if isinstance(err, DecodeError) else f"{self.reader.name(n)}: {err}")
+            lambda n, err: str(err) if isinstance(err, DecodeError) else f"{self._name(n)}: {err}")
         return narrated_item(clips, frames, number, sample, failed, self.tokenizer, self.spec.crop, self.flip, rng)
 
 
@@ -101,5 +129,5 @@ class ShardsDataModule(TrainingDataModule):
     def build_dataset(self) -> ShardClips:
         c = self.cfg
         reader = ShardReader(self.url, cache_dir=c.shard_cache)
-        return ShardClips(reader, self.manifest["samples"], self.tokenizer, self.clip_spec, c,
-                          timeout=clip_deadline(c.decode_timeout))
+        return ShardClips(reader, len(self.manifest["videos"]), self.tokenizer, self.clip_spec, c,
+                          timeout=clip_deadline(c.decode_timeout), manifest=self.manifest)

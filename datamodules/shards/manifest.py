@@ -2,10 +2,15 @@
 
 {"format": FORMAT, "engine": "litdata <version>", "samples": N, "seconds": total video seconds,
  "shards": [{"file", "samples", "bytes", "sha256", "seconds"}], "videos": [{"video_id", "duration", "bytes",
- "sha256", "shard"}] (sample order), "words": {word: count} (the vocabulary of all narrations), "failed": {video: why}}
+ "sha256", "shard", "sample"}] (sample order), "words": {word: count} (the vocabulary of all narrations),
+ "failed": {video: why}}
 
-Sample i of the set is videos[i]; each sample also carries its own sha256, checked on every read (reader.py), so a
-corrupt sample is found without reading its whole shard. `verify_shards` checks a local set against the manifest.
+Whole-video sets: sample i of the set is videos[i]. Segmented sets (`milnce shard --segment-seconds`) add
+"segment_seconds", "overlap_seconds" and per video "segments": [{"start", "duration", "bytes", "sha256", "shard"}]:
+sample videos[i]["sample"] holds the video's narrations, the next ones its segments in order. Each sample also
+carries its own sha256, checked on every read (reader.py), so a corrupt sample is found without reading its whole
+shard. `verify_shards` checks a local set against the manifest (segmented sets: every segment's sha256 too, read
+through reader.py by `milnce shard --verify`).
 """
 from __future__ import annotations
 
@@ -75,6 +80,7 @@ def verify_shards(folder) -> List[str]:
             problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says {shard['bytes']}")
         elif sha256_file(path) != shard["sha256"]:
             problems.append(f"{path}: sha256 differs from the manifest's")
-    if not sum(s["samples"] for s in manifest["shards"]) == manifest["samples"] == len(manifest["videos"]):
+    expected = sum(1 + len(v["segments"]) if "segments" in v else 1 for v in manifest["videos"])
+    if not sum(s["samples"] for s in manifest["shards"]) == manifest["samples"] == expected:
         problems.append(f"{folder / MANIFEST}: sample counts of shards, videos and total disagree")
     return problems

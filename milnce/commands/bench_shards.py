@@ -3,10 +3,13 @@
 On one toy corpus (HowTo100M layout): the same epoch order of the same items (EpochShardSampler, seed 0) read by
 the file datamodule (data.dataset=howto100m: read_clip seeks in each file) and by data.dataset=shards from the
 local folder and from an S3-compatible server on 127.0.0.1 (moto); plus webdataset's sequential tar read of the
-same samples as a second engine's rate. Bytes per clip: files through a counting file object handed to PyAV,
-shards as the bytes litdata returns (its S3 downloader wrapped). Single process, one decoder thread. The last line
-is a JSON object: clips_per_s_files, clips_per_s_shards, clips_per_s_s3, clips_per_s_webdataset,
-bytes_per_clip_files, bytes_per_clip_shards, bytes_per_clip_s3, mosaic (the install note).
+same samples as a second engine's rate; and the same items from a segmented set (`milnce shard --segment-seconds`,
+--segment-seconds / --overlap-seconds here; 0 skips it), local and on S3. Bytes per clip: files through a counting
+file object handed to PyAV, shards as the bytes litdata returns (its S3 downloader wrapped; locally, every field of
+every sample read for segments: the narrations sample and the segment). Single process, one decoder thread. The
+last line is a JSON object: clips_per_s_files, clips_per_s_shards, clips_per_s_s3, clips_per_s_webdataset,
+clips_per_s_segments, clips_per_s_segments_s3, bytes_per_clip_files, bytes_per_clip_shards, bytes_per_clip_s3,
+bytes_per_clip_segments, bytes_per_clip_segments_s3, mosaic (the install note).
 """
 import argparse
 import io
@@ -146,10 +149,43 @@ def s3_rate(shard_dir: Path, cfg, codes, cache: str):
         server.stop()
 
 
+def segment_rows(files, cfg, work: Path, codes, length: float, overlap: float) -> dict:
+    """clips/s and bytes per clip of a segmented set of the same corpus, local folder and S3."""
+    out = work / f"segments-{length:g}-{overlap:g}"
+    if not (out / "manifest.json").is_file():
+        write_shards(files.index, files.paths, out, chunk_bytes="8MB", overwrite=True, segment_seconds=length,
+                     overlap_seconds=overlap)
+    seg_cfg = OmegaConf.merge(cfg, {"shards": str(out)})
+    dm = ShardsDataModule(seg_cfg, tokenizer=tokenize, progress=False)
+    dm.setup()
+    ds = dm.build_dataset()
+    ds[codes[0]]
+    row = {"segment_seconds": length, "overlap_seconds": overlap,
+           "segments_per_video": sum(len(v["segments"]) for v in dm.manifest["videos"]) / len(codes),
+           "clips_per_s_segments": rate(ds, codes)}
+    counted, raw = [0], ds.reader.raw
+
+    def counting(number):
+        sample = raw(number)
+        counted[0] += sum(len(v) for v in sample.values() if isinstance(v, (np.ndarray, str, bytes)))
+        return sample
+
+    ds.reader.raw = counting
+    for code in codes:
+        ds[code]
+    row["bytes_per_clip_segments"] = counted[0] / (len(codes) * cfg.clips_per_video)
+    row["clips_per_s_segments_s3"], s3_bytes = s3_rate(out, seg_cfg, codes, str(work / "s3_cache_segments"))
+    row["bytes_per_clip_segments_s3"] = s3_bytes / cfg.clips_per_video
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=40)
     ap.add_argument("--work", help="folder for the corpus and shards (default: a temporary one)")
+    ap.add_argument("--segment-seconds", type=float, default=10.0,
+                    help="segment length of the segmented set measured (0: skip; 10 s against 40-60 s toy videos)")
+    ap.add_argument("--overlap-seconds", type=float, default=4.0, help="its overlap (the clip is 3.2 s)")
     args = ap.parse_args(argv)
     set_decoder_threads(1)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_shards_"))
@@ -179,6 +215,8 @@ def main(argv=None) -> int:
     result["bytes_per_clip_shards"] = float(np.mean([len(shard_ds.reader.read(i).video) for i in range(len(codes))]))
     chunks = sum(p.stat().st_size for p in (work / "shards").glob("chunk-*.bin"))
     result["shard_bytes_per_sample"] = chunks / len(codes)
+    if args.segment_seconds > 0:
+        result.update(segment_rows(files, cfg, work, codes, args.segment_seconds, args.overlap_seconds))
     result["mosaic"] = MOSAIC
     result = {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
     print(json.dumps(result))
