@@ -35,3 +35,21 @@ def tiny_run_overrides(corpus, run_dir):
             "eval.retrieval.0.num_windows=2", "eval.retrieval.0.num_frames=4", "eval.retrieval.0.size=32",
             "eval.crosstask.num_frames=4", "eval.crosstask.size=32", "trainer.num_threads=1",
             "trainer.checkpoint_every_n_steps=2"]
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """moto's S3-compatible server on 127.0.0.1 (a real HTTP endpoint, not a mocked client) with the AWS_* variables
+    set for this process and its children; yields a boto3 S3 client. Skips where moto or boto3 is not installed."""
+    server_mod = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        yield boto3.client("s3")
+    finally:
+        server.stop()

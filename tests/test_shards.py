@@ -122,29 +122,18 @@ def test_a_corrupt_sample_is_replaced_and_counted(tiny_toy_corpus, shards, tmp_p
     assert budget.failures == item["failures"] and budget.samples == 1 and len(budget.by_file) == 1
 
 
-def test_s3_compatible_endpoint_serves_the_same_samples_as_the_folder(tiny_toy_corpus, shards, tmp_path, monkeypatch):
-    server_mod = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(key, value)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="milnce-test")
-        for f in sorted(shards.iterdir()):
-            s3.upload_file(str(f), "milnce-test", f"corpus/shards/{f.name}")
-        url = "s3://milnce-test/corpus/shards"
-        remote = dataset(tiny_toy_corpus, url, shard_cache=str(tmp_path / "cache"))
-        local = dataset(tiny_toy_corpus, shards)
-        assert len(remote) == len(local) == read_manifest(url)["samples"]
-        for code in EpochShardSampler(len(local), seed=3):
-            a, b = remote[code], local[code]
-            assert torch.equal(a["video"], b["video"]) and torch.equal(a["text"], b["text"])
-            assert torch.equal(a["video_index"], b["video_index"])
-        cached = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*.bin"))
-        assert cached == 0   # ranged reads per sample: no shard was downloaded whole
-    finally:
-        server.stop()
+def test_s3_compatible_endpoint_serves_the_same_samples_as_the_folder(tiny_toy_corpus, shards, tmp_path, s3_endpoint):
+    s3 = s3_endpoint
+    s3.create_bucket(Bucket="milnce-test")
+    for f in sorted(shards.iterdir()):
+        s3.upload_file(str(f), "milnce-test", f"corpus/shards/{f.name}")
+    url = "s3://milnce-test/corpus/shards"
+    remote = dataset(tiny_toy_corpus, url, shard_cache=str(tmp_path / "cache"))
+    local = dataset(tiny_toy_corpus, shards)
+    assert len(remote) == len(local) == read_manifest(url)["samples"]
+    for code in EpochShardSampler(len(local), seed=3):
+        a, b = remote[code], local[code]
+        assert torch.equal(a["video"], b["video"]) and torch.equal(a["text"], b["text"])
+        assert torch.equal(a["video_index"], b["video_index"])
+    cached = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*.bin"))
+    assert cached == 0   # ranged reads per sample: no shard was downloaded whole

@@ -45,33 +45,19 @@ def test_kill_9_then_rerun_on_shards_ends_with_the_weights_of_an_uninterrupted_r
 
 
 @pytest.mark.slow
-def test_training_from_an_s3_endpoint_ends_with_the_weights_of_training_from_the_folder(corpus, tmp_path,
-                                                                                         monkeypatch):
+def test_training_from_an_s3_endpoint_ends_with_the_weights_of_training_from_the_folder(corpus, tmp_path, s3_endpoint):
     """tools/train.py with data.shards=s3://… against moto's S3 server on 127.0.0.1, end to end."""
-    server_mod = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
     shards = tmp_path / "shards"
     assert shard_main(["--root", str(corpus), "--out", str(shards), "--chunk-bytes", "400KB"]) == 0
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(key, value)
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="milnce-runs")
-        for f in sorted(shards.iterdir()):
-            s3.upload_file(str(f), "milnce-runs", f"toy/shards/{f.name}")
-        local, remote = tmp_path / "local", tmp_path / "remote"
-        a = run_train(tiny_overrides(corpus, local, MAX_STEPS, EVERY) + ["data.dataset=shards",
-                                                                         f"data.shards={shards}"])
-        assert a.returncode == 0, a.stderr[-3000:]
-        b = run_train(tiny_overrides(corpus, remote, MAX_STEPS, EVERY) + [
-            "data.dataset=shards", "data.shards=s3://milnce-runs/toy/shards", f"data.shard_cache={tmp_path / 'c'}"])
-        assert b.returncode == 0, b.stderr[-3000:]
-    finally:
-        server.stop()
+    s3_endpoint.create_bucket(Bucket="milnce-runs")
+    for f in sorted(shards.iterdir()):
+        s3_endpoint.upload_file(str(f), "milnce-runs", f"toy/shards/{f.name}")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    a = run_train(tiny_overrides(corpus, local, MAX_STEPS, EVERY) + ["data.dataset=shards", f"data.shards={shards}"])
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = run_train(tiny_overrides(corpus, remote, MAX_STEPS, EVERY) + [
+        "data.dataset=shards", "data.shards=s3://milnce-runs/toy/shards", f"data.shard_cache={tmp_path / 'c'}"])
+    assert b.returncode == 0, b.stderr[-3000:]
     step_a, weights_a = _weights(local)
     step_b, weights_b = _weights(remote)
     assert step_a == step_b == MAX_STEPS
