@@ -33,6 +33,29 @@ def write_video(path: Path, seconds: float = 4.0, fps: int = 8, width: int = 48,
     return path
 
 
+def grey_ramp_video(path: Path, num_frames: int = 30, fps: int = 10, width: int = 64, height: int = 48,
+                    lossless: bool = False) -> Path:
+    """Frame k uniformly grey at level 8k mod 256 (x264; lossless: libx264rgb qp 0, so a frame tells its index)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        if lossless:
+            stream = out.add_stream("libx264rgb", rate=fps, options={"qp": "0"})
+            stream.pix_fmt = "rgb24"
+        else:
+            stream = out.add_stream("libx264", rate=fps)
+            stream.pix_fmt = "yuv420p"
+        stream.width, stream.height = width, height
+        for k in range(num_frames):
+            img = np.full((height, width, 3), (8 * k) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def tiny_module(seed: int = 0):
     from milnce.module import VideoTextModule
 

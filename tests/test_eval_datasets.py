@@ -9,6 +9,7 @@ from datamodules.benchmarks.eval_clips import RetrievalClips, collate_windows, w
 from datamodules.benchmarks.msrvtt import read_msrvtt
 from datamodules.benchmarks.retrieval_items import RetrievalItem, RetrievalSet
 from datamodules.benchmarks.youcook2 import read_youcook2, read_youcook2_csv, read_youcook2_json
+from api_fakes import grey_ramp_video
 from eval_fakes import FakeIO, FakeModule
 from milnce.eval import common as eval_utils
 from milnce.eval.retrieval_eval import RetrievalEvaluator
@@ -234,17 +235,8 @@ def test_ranks_evaluate_disjoint_shards_and_gather(monkeypatch):
 
 
 def real_video(path, seconds=3, fps=10, size=(48, 64)):
-    av = pytest.importorskip("av")
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
-        for i in range(seconds * fps):
-            img = np.full((size[0], size[1], 3), (i * 8) % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    pytest.importorskip("av")
+    return grey_ramp_video(path, seconds * fps, fps, width=size[1], height=size[0])
 
 
 def test_real_videos_decode_through_the_video_module(tmp_path):

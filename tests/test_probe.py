@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from api_fakes import save_lightning_checkpoint, tiny_module, write_video
+from api_fakes import grey_ramp_video, save_lightning_checkpoint, tiny_module, write_video
 from datamodules.benchmarks.action_split import ActionSplit, SplitFileError
 from milnce.commands.probe import main as probe_main
 from milnce.config import load_config
@@ -120,7 +120,7 @@ def test_probe_errors_name_what_is_wrong(tmp_path):
 
 
 def test_probe_command_on_a_checkpoint_writes_metrics_and_card(tmp_path, capsys):
-    root = _ucf_release(tmp_path / "data" / "ucf101")
+    _ucf_release(tmp_path / "data" / "ucf101")
     ckpt = save_lightning_checkpoint(tiny_module(), tmp_path / "tiny.ckpt")
     run_dir = tmp_path / "run"
     args = ["conf/probe_toy.yaml", f"checkpoint={ckpt}", f"run_dir={run_dir}", f"data.root={tmp_path / 'data'}",
@@ -144,19 +144,7 @@ def test_probe_config_section_rejects_unknown_keys():
 
 
 def _ramp_video(path, num_frames=30, fps=10):
-    """Frame k is uniformly grey at level 8k (lossless x264), so a decoded frame tells its index."""
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264rgb", rate=fps, options={"qp": "0"})
-        stream.width, stream.height, stream.pix_fmt = 40, 30, "rgb24"
-        for k in range(num_frames):
-            img = np.full((30, 40, 3), 8 * k, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return grey_ramp_video(path, num_frames, fps, width=40, height=30, lossless=True)
 
 
 def test_original_protocol_windows_start_at_frame_indices(tmp_path):
