@@ -13,32 +13,21 @@ import torch
 
 pytest.importorskip("litdata")
 
-from omegaconf import OmegaConf  # noqa: E402
 
 from datamodules.epoch_sampler import EpochShardSampler  # noqa: E402
-from datamodules.shards.datamodule import ShardsDataModule  # noqa: E402
 from datamodules.shards.manifest import read_manifest, verify_shards  # noqa: E402
 from datamodules.shards.reader import ShardReader  # noqa: E402
 from datamodules.shards.segments import SegmentWindowError, cut_segments, segment_for  # noqa: E402
 from datamodules.video.decode import read_clip, read_clip_bytes  # noqa: E402
 from datamodules.video.pyav import PyAVReader  # noqa: E402
 from milnce.commands.shard import main as shard_main  # noqa: E402
-from milnce.config import DataConfig  # noqa: E402
+from shard_fakes import shard_dataset  # noqa: E402
 
 SEGMENT, OVERLAP = 8.0, 1.0      # the tiny corpus: 20-24 s videos, a keyframe every 2 s (toy encoder, g=20 at 10 fps)
 
 
-def tokenize(texts):
-    return {"input_ids": torch.tensor([[len(t), sum(map(ord, t)) % 997] for t in texts])}
-
-
 def dataset(corpus, shards, **kw):
-    fields = dict(dataset="shards", root=str(corpus), shards=str(shards), num_frames=4, resize=32, crop=32,
-                  batch_size=2, num_workers=0, seed=5)
-    fields.update(kw)
-    dm = ShardsDataModule(OmegaConf.structured(DataConfig(**fields)), tokenizer=tokenize)
-    dm.setup()
-    return dm.build_dataset()
+    return shard_dataset(corpus, shards, seed=5, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -11,28 +11,14 @@ import torch
 
 pytest.importorskip("litdata")
 
-from omegaconf import OmegaConf  # noqa: E402
-
 from datamodules.epoch_sampler import EpochShardSampler  # noqa: E402
 from datamodules.howto100m import HowTo100MDataModule  # noqa: E402
-from datamodules.shards.datamodule import ShardsDataModule  # noqa: E402
 from datamodules.shards.manifest import read_manifest, verify_shards  # noqa: E402
 from datamodules.shards.reader import ShardReader  # noqa: E402
 from datamodules.video.decode import DecodeError, read_clip, read_clip_bytes  # noqa: E402
 from milnce.commands.shard import main as shard_main  # noqa: E402
-from milnce.config import DataConfig  # noqa: E402
 from milnce.train.failures import FailureBudget  # noqa: E402
-
-
-def tokenize(texts):
-    return {"input_ids": torch.tensor([[len(t), sum(map(ord, t)) % 997] for t in texts])}
-
-
-def data_cfg(corpus, shards, **kw):
-    fields = dict(dataset="shards", root=str(corpus), shards=str(shards), num_frames=4, resize=32, crop=32,
-                  batch_size=2, num_workers=0, seed=3)
-    fields.update(kw)
-    return OmegaConf.structured(DataConfig(**fields))
+from shard_fakes import data_cfg, shard_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +29,7 @@ def shards(tiny_toy_corpus, tmp_path_factory):
 
 
 def dataset(corpus, shards, **kw):
-    dm = ShardsDataModule(data_cfg(corpus, shards, **kw), tokenizer=tokenize)
-    dm.setup()
-    return dm.build_dataset()
+    return shard_dataset(corpus, shards, **kw)
 
 
 def test_shards_round_trip_every_sample_and_the_manifest_checksums(tiny_toy_corpus, shards):
