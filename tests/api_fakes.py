@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-VOCAB = ["the", "red", "blue", "circle", "square", "spins", "slides"]
-TINY_MODEL = {"video_tower": "s3d", "text_tower": "word2vec", "embed_dim": 16,
-              "s3d": {"space_to_depth": True, "width_mult": 0.125},
-              "word2vec": {"word_dim": 8, "hidden_dim": 16, "max_words": 8}}
-TINY_PREPROCESS = {"fps": 4.0, "num_frames": 4, "resize": 32, "crop": 32}
+from milnce.search.page_load import TINY_MODEL, TINY_PREPROCESS, WORDS  # noqa: F401 (the page's load model)
+from milnce.search.page_load import tiny_search_model as tiny_module  # noqa: F401
+
+VOCAB = list(WORDS)
 
 
 def write_video(path: Path, seconds: float = 4.0, fps: int = 8, width: int = 48, height: int = 32,
@@ -54,14 +53,6 @@ def grey_ramp_video(path: Path, num_frames: int = 30, fps: int = 10, width: int 
         for packet in stream.encode():
             out.mux(packet)
     return path
-
-
-def tiny_module(seed: int = 0):
-    from milnce.module import VideoTextModule
-
-    torch.manual_seed(seed)
-    return VideoTextModule(TINY_MODEL, {"name": "adam", "lr": 1e-3}, vocab=VOCAB, num_candidates=1,
-                           preprocess=TINY_PREPROCESS)
 
 
 def save_lightning_checkpoint(module, path: Path) -> Path:

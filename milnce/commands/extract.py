@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from milnce.api import load_model
-from milnce.search.extract import MODES, extract, list_videos
-from milnce.search.faiss_build import DEFAULT_TRAIN_SAMPLE, build_faiss, spec_from_nlist
+from milnce.search.extract import MODES, extract, lightning_accelerator, list_videos
+from milnce.search.faiss_build import DEFAULT_TRAIN_SAMPLE, build_faiss
 from milnce.train.threads import pin_torch_threads
 
 
@@ -49,7 +49,7 @@ def main(argv=None):
     if args.threads:
         pin_torch_threads(args.threads)
     if args.rebuild_index:
-        print(json.dumps(build_faiss(args.out, spec=args.index or spec_from_nlist(args.nlist),
+        print(json.dumps(build_faiss(args.out, nlist=args.nlist, spec=args.index,
                                      train_sample=args.train_sample, progress=True)))
         return 0
     if not args.checkpoint or not args.videos:
@@ -60,7 +60,7 @@ def main(argv=None):
     summary = extract(model, videos, args.out, window=args.window, stride=args.stride, normalize=args.normalize,
                       shard_rows=args.shard_rows, features_dir=args.features_dir, nlist=args.nlist,
                       batch_size=args.batch_size, mode=args.mode, num_workers=args.workers,
-                      chunk_seconds=args.chunk_seconds, accelerator={"cuda": "gpu"}.get(args.device, args.device),
+                      chunk_seconds=args.chunk_seconds, accelerator=lightning_accelerator(args.device),
                       devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, index_spec=args.index,
                       train_sample=args.train_sample)
     if summary["failed"]:

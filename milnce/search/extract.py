@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import pytorch_lightning as pl
+import torch
 from tqdm import tqdm
 
 from milnce.api import clip_seconds, encode_video, plan_windows
 from milnce.inference import module_device
-from milnce.search.faiss_build import DEFAULT_TRAIN_SAMPLE, build_faiss, spec_from_nlist
+from milnce.search.faiss_build import DEFAULT_TRAIN_SAMPLE, build_faiss
 from milnce.search.features import write_features
-from milnce.search.index import IndexWriter, NonFiniteEmbedding, complete_shards, done_videos, read_failed, \
-    read_shard_rows
+from milnce.search.index import IndexWriter, NonFiniteEmbedding, complete_shards, indexed_videos_and_rows, \
+    read_failed
 from milnce.search.predict import IndexPredictionWriter, WindowDataModule, WindowEncoder
 
 PathLike = Union[str, Path]
@@ -51,10 +52,6 @@ def list_videos(sources: Sequence[PathLike]) -> List[str]:
         else:
             raise FileNotFoundError(f"{src}: not a folder, a video or a .txt list of videos")
     return list(dict.fromkeys(out))
-
-
-def _indexed_rows(out_dir: PathLike) -> int:
-    return sum(read_shard_rows(out_dir, n).num_rows for n in complete_shards(out_dir))
 
 
 def _per_window(model, todo, writer: IndexWriter, failed_before, window, stride, batch_size, features_dir,
@@ -87,8 +84,9 @@ def _per_window(model, todo, writer: IndexWriter, failed_before, window, stride,
     return stats
 
 
-def _accelerator(model) -> str:
-    kind = module_device(model).type
+def lightning_accelerator(device) -> str:
+    """The Lightning accelerator name of a torch device ("cuda:1" → "gpu")."""
+    kind = torch.device(device).type
     return {"cuda": "gpu"}.get(kind, kind)
 
 
@@ -107,14 +105,12 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     window = float(window or clip_seconds(model))
     stride = float(stride or window / 2)
-    spec = index_spec or spec_from_nlist(nlist)
     settings = {"checkpoint": getattr(model, "checkpoint_path", None), "preprocess": dict(model.preprocess),
                 "window": window, "stride": stride, "normalize": bool(normalize), "nlist": int(nlist),
                 "base_dir": str(Path.cwd())}   # relative video paths in the rows are relative to this
-    done_before = done_videos(out_dir) if Path(out_dir).is_dir() else set()
+    done_before, rows_before = indexed_videos_and_rows(out_dir) if Path(out_dir).is_dir() else (set(), 0)
     todo = [v for v in videos if v not in done_before]
     failed_before = {v for v, _ in read_failed(out_dir)}
-    rows_before = _indexed_rows(out_dir) if Path(out_dir).is_dir() else 0
     t0 = time.perf_counter()
     rank = 0
     if mode == "per_window":
@@ -122,7 +118,7 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
         stats = _per_window(model, todo, writer, failed_before, window, stride, batch_size, features_dir, progress)
     else:
         callback = IndexPredictionWriter(out_dir, settings, shard_rows, features_dir, failed_before)
-        trainer = pl.Trainer(accelerator=accelerator or _accelerator(model), devices=devices, num_nodes=num_nodes,
+        trainer = pl.Trainer(accelerator=accelerator or lightning_accelerator(module_device(model)), devices=devices, num_nodes=num_nodes,
                              strategy=strategy, logger=False, enable_checkpointing=False, enable_model_summary=False,
                              use_distributed_sampler=False, callbacks=[callback], enable_progress_bar=progress,
                              default_root_dir=str(out_dir))
@@ -136,9 +132,9 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
             trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 builds the index
         stats = callback.stats
     seconds = time.perf_counter() - t0
-    done_after = done_videos(out_dir)
+    done_after, rows_after = indexed_videos_and_rows(out_dir)
     encoded = sum(1 for v in todo if v in done_after)
-    windows = _indexed_rows(out_dir) - rows_before
+    windows = rows_after - rows_before
     summary = {"mode": mode, "videos": len(videos), "skipped_done": len(videos) - len(todo), "encoded": encoded,
                "failed": len(todo) - encoded, "windows": windows, "seconds": round(seconds, 2),
                "videos_per_s": round(encoded / seconds, 3) if seconds > 0 else None,
@@ -147,6 +143,6 @@ def extract(model, videos: Sequence[str], out_dir: PathLike, window: Optional[fl
                "frames_per_window": round(stats["frames"] / stats["windows"], 2)
                if stats["windows"] and stats["encoded"] == encoded else None}
     if build_index and rank == 0:
-        summary.update(build_faiss(out_dir, spec=spec, train_sample=train_sample, progress=progress)
+        summary.update(build_faiss(out_dir, nlist=nlist, spec=index_spec, train_sample=train_sample, progress=progress)
                        if complete_shards(out_dir) else {"rows": 0})
     return summary

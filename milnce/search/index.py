@@ -17,6 +17,7 @@ cosine when the index was written with normalize=True (vectors L2-normalised on 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -75,11 +76,11 @@ def complete_shards(root: PathLike) -> List[str]:
     return sorted(n for n in names if (folder / f"{n}.npy").is_file())
 
 
-def read_shard_rows(root: PathLike, name: str) -> pa.Table:
+def read_shard_rows(root: PathLike, name: str, columns: Sequence[str] = ROW_SCHEMA.names) -> pa.Table:
     """The rows (video, start, end) of one shard, Parquet or the legacy JSON list of [video, start, end]."""
     folder = Path(root) / "shards"
     if (folder / f"{name}.parquet").is_file():
-        return pq.read_table(folder / f"{name}.parquet", columns=ROW_SCHEMA.names, memory_map=True)
+        return pq.read_table(folder / f"{name}.parquet", columns=list(columns), memory_map=True)
     rows = json.loads((folder / f"{name}.json").read_text())
     return pa.table({"video": [r[0] for r in rows], "start": [float(r[1]) for r in rows],
                      "end": [float(r[2]) for r in rows]}, schema=ROW_SCHEMA)
@@ -116,15 +117,11 @@ class IndexWriter:
         else:
             self.settings = {**settings, "shards": []}
         self.shard_rows, self.prefix, self.owns_settings = int(shard_rows), prefix, owns_settings
-        self.done = done_videos(self.root)
         self._emb: List[np.ndarray] = []
         self._rows: List[Tuple[str, float, float]] = []
         self._videos: List[str] = []
         if owns_settings and not path.is_file():
             self.write_settings()
-
-    def is_done(self, video: str) -> bool:
-        return video in self.done
 
     def add(self, video: str, starts: Sequence[float], ends: Sequence[float], embeddings: np.ndarray) -> None:
         emb = np.asarray(embeddings, dtype=np.float32)
@@ -176,7 +173,6 @@ class IndexWriter:
                                   f"its complete shard(s); rerun the same command once there is space: it resumes "
                                   "with the videos not yet done") from err
         self.settings["shards"].append(name)
-        self.done.update(self._videos)
         self._emb, self._rows, self._videos = [], [], []
 
     def write_settings(self, settings: Optional[Dict[str, Any]] = None) -> None:
@@ -197,12 +193,15 @@ def read_failed(root: PathLike) -> List[Tuple[str, str]]:
             if "\t" in line]
 
 
-def done_videos(root: PathLike) -> set:
-    """Videos whose rows are in a complete shard (the video column only is read), plus a legacy done.txt."""
-    done = set(read_lines(Path(root) / DONE))
+def indexed_videos_and_rows(root: PathLike) -> Tuple[set, int]:
+    """The videos done (rows in a complete shard, plus a legacy done.txt) and the number of rows in complete shards;
+    each shard's video column only is read."""
+    done, rows = set(read_lines(Path(root) / DONE)), 0
     for name in complete_shards(root):
-        done.update(read_shard_rows(root, name).column("video").unique().to_pylist())
-    return done
+        videos = read_shard_rows(root, name, columns=["video"]).column("video")
+        done.update(videos.unique().to_pylist())
+        rows += len(videos)
+    return done, rows
 
 
 def load_shards(root: PathLike) -> Tuple[np.ndarray, List[List[Any]]]:
@@ -259,7 +258,7 @@ class MomentRows:
     def __iter__(self) -> Iterator[Tuple[str, float, float]]:
         return (self[i] for i in range(len(self)))
 
-    @property
+    @functools.cached_property
     def videos(self) -> List[str]:
         return sorted(self._names[c] for c in np.unique(self._codes))
 

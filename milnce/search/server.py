@@ -41,7 +41,7 @@ from PIL import Image
 
 from milnce.api import encode_text, load_model
 from milnce.search.byte_ranges import RangeNotSatisfiable, copy_range, requested_range
-from milnce.search.index import MomentIndex, read_settings
+from milnce.search.index import MomentIndex
 from milnce.search.page_html import render_page, results_json
 from datamodules.video.decode import read_clip
 
@@ -70,10 +70,9 @@ class Searcher:
                  vocab: Optional[PathLike] = None, device: str = "cpu", thumb_cache: int = THUMB_CACHE_SIZE):
         self.index = MomentIndex(index_dir)
         if model is None:
-            ckpt = checkpoint or read_settings(index_dir).get("checkpoint")
+            ckpt = checkpoint or self.index.settings.get("checkpoint")
             if not ckpt:
                 raise ValueError(f"{index_dir}: the index names no checkpoint; pass --checkpoint")
-
             model = load_model(ckpt, device=device, vocab=vocab)
         self.model = model
         self._lock = threading.Lock()   # one forward at a time (ThreadingHTTPServer)
