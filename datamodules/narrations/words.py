@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, List
+from typing import Iterable, List, Mapping
 
 WORD_PATTERN = re.compile(r"[\w']+")
 
@@ -24,4 +24,9 @@ def build_vocab(texts: Iterable[str], min_count: int = 1, lowercase: bool = True
     counts: Counter = Counter()
     for text in texts:
         counts.update(split_words(text, lowercase))
+    return vocabulary_from_counts(counts, min_count)
+
+
+def vocabulary_from_counts(counts: Mapping[str, int], min_count: int = 1) -> List[str]:
+    """The words counted at least min_count times, sorted (build_vocab's last step, for counts kept elsewhere)."""
     return sorted(word for word, n in counts.items() if n >= min_count)

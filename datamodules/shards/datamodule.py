@@ -21,6 +21,7 @@ from datamodules.base import TrainingDataModule
 from datamodules.epoch_sampler import split_sample_index, with_replacement
 from datamodules.howto100m import narrated_item
 from datamodules.narrations.bags import NoClipFits, TrainingClipSampler
+from datamodules.narrations.words import vocabulary_from_counts
 from datamodules.shards.manifest import is_remote, read_manifest
 from datamodules.shards.reader import ShardReader, ShardSample
 from datamodules.shards.segments import check_overlap, segment_for
@@ -56,10 +57,18 @@ class ShardClips(Dataset):
                  timeout: Optional[float] = None, max_tries: int = 20, manifest: Optional[Dict[str, Any]] = None):
         """`manifest` of a segmented set: item = video number, read through its per-video segment table."""
         self.reader, self.num_items, self.tokenizer, self.spec = reader, int(num_items), tokenizer, spec
-        self.videos = manifest["videos"] if manifest and "segment_seconds" in manifest else None
-        self.overlap = float(manifest["overlap_seconds"]) if self.videos is not None else None
-        if self.videos is not None:
+        self.segmented = bool(manifest and "segment_seconds" in manifest)
+        self.overlap = float(manifest["overlap_seconds"]) if self.segmented else None
+        if self.segmented:
             check_overlap(manifest, spec.seconds, reader.url)
+            # The per-video segment table as flat arrays (CSR), not the manifest's dicts: at HowTo100M scale those
+            # are GBs, and forked workers would copy them page by page as refcounts are touched.
+            videos = manifest["videos"]
+            self._first_sample = np.array([v["sample"] for v in videos], dtype=np.int64)
+            self._video_ids = np.array([v["video_id"] for v in videos])
+            self._seg_offsets = np.cumsum([0] + [len(v["segments"]) for v in videos]).astype(np.int64)
+            self._seg_start = np.array([g["start"] for v in videos for g in v["segments"]], dtype=np.float64)
+            self._seg_duration = np.array([g["duration"] for v in videos for g in v["segments"]], dtype=np.float64)
         c = data_cfg
         self.k, self.min_time, self.clips_per_video = int(c.num_candidates), float(c.min_time), int(c.clips_per_video)
         self.window, self.fractional_seek = str(c.window), bool(c.fractional_seek)
@@ -69,34 +78,39 @@ class ShardClips(Dataset):
         return self.num_items
 
     def _name(self, number: int) -> str:
-        if self.videos is None:
+        if not self.segmented:
             return self.reader.name(number)
-        return self.reader.name(self.videos[number]["sample"], self.videos[number]["video_id"])
+        return self.reader.name(int(self._first_sample[number]), str(self._video_ids[number]))
+
+    def _segments(self, number: int) -> List[Dict[str, float]]:
+        a, b = self._seg_offsets[number], self._seg_offsets[number + 1]
+        return [{"start": float(s), "duration": float(d)}
+                for s, d in zip(self._seg_start[a:b], self._seg_duration[a:b])]
 
     def _clip(self, data: bytes, name: str, seek: float):
         return read_clip_bytes(data, name, seek, self.spec.num_frames, self.spec.fps, self.spec.resize or None,
                                timeout=self.timeout, sampling=self.spec.sampling)
 
     def _decode(self, number: int, rng: np.random.Generator):
-        video = None if self.videos is None else self.videos[number]
-        sample = self.reader.read(number if video is None else video["sample"])
-        if video is not None and sample.video_id != video["video_id"]:
+        first = int(self._first_sample[number]) if self.segmented else number
+        sample = self.reader.read(first)
+        if self.segmented and sample.video_id != self._video_ids[number]:
             raise DecodeError(self._name(number), f"holds {sample.video_id!r}, the manifest says "
-                                                  f"{video['video_id']!r} (set and manifest disagree)")
+                                                  f"{str(self._video_ids[number])!r} (set and manifest disagree)")
         sampler = TrainingClipSampler(OneVideoNarrations(sample), self.k, self.min_time, self.spec.seconds,
                                       window=self.window, fractional_seek=self.fractional_seek,
                                       clips_per_video=self.clips_per_video)
         clips = sampler.sample_clips(0, rng)
-        if video is None:
+        if not self.segmented:
             name = self.reader.name(number, sample.video_id)
             return clips, [self._clip(sample.video, name, c.seek) for c in clips]
-        frames, parts = [], {}
+        frames, parts, segments = [], {}, self._segments(number)
         for c in clips:
-            seg = segment_for(video["segments"], c.seek, self.spec.seconds, self.overlap, self._name(number))
-            at = video["sample"] + 1 + seg
+            seg = segment_for(segments, c.seek, self.spec.seconds, self.overlap, self._name(number))
+            at = first + 1 + seg
             if at not in parts:
                 parts[at] = self.reader.read(at)
-            start = video["segments"][seg]["start"]
+            start = segments[seg]["start"]
             frames.append(self._clip(parts[at].video, self.reader.name(at, sample.video_id), c.seek - start))
         return clips, frames
 
@@ -125,6 +139,11 @@ class ShardsDataModule(TrainingDataModule):
     def vocabulary_texts(self):
         # the manifest's word counts, each word as often as the narrations hold it: build_vocab counts the same
         return (word for word, n in self.manifest["words"].items() for _ in range(int(n)))
+
+    def vocabulary(self, min_count: int = 1) -> List[str]:
+        """The manifest's word counts (split as the word tower splits) thresholded: nothing is counted again."""
+        self.setup()
+        return vocabulary_from_counts(self.manifest["words"], min_count)
 
     def build_dataset(self) -> ShardClips:
         c = self.cfg

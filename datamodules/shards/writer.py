@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
@@ -25,7 +23,7 @@ import av
 import numpy as np
 from tqdm.auto import tqdm
 
-from datamodules.atomic import atomic_write
+from datamodules.atomic import atomic_dir
 from datamodules.narrations.index import NarrationIndex
 from datamodules.narrations.words import split_words
 from datamodules.shards.manifest import FORMAT, MANIFEST, sha256_file
@@ -33,10 +31,12 @@ from datamodules.shards.segments import cut_segments
 from datamodules.video.decode import DecodeError, probe
 
 
-def shard_sample(video_bytes: bytes, video_id: str, duration: float, starts, ends, texts) -> Dict[str, Any]:
-    """The sample dict stored in the shards (a uint8 array keeps litdata's per-sample byte-range reads)."""
+def shard_sample(video_bytes: bytes, video_id: str, duration: float, starts, ends, texts,
+                 sha256: Optional[str] = None) -> Dict[str, Any]:
+    """The sample dict stored in the shards (a uint8 array keeps litdata's per-sample byte-range reads);
+    `sha256`: the bytes' digest where the caller has it already."""
     return {"video": np.frombuffer(video_bytes, dtype=np.uint8), "video_id": str(video_id),
-            "duration": float(duration), "sha256": hashlib.sha256(video_bytes).hexdigest(),
+            "duration": float(duration), "sha256": sha256 or hashlib.sha256(video_bytes).hexdigest(),
             "narrations": json.dumps({"start": [float(x) for x in starts], "end": [float(x) for x in ends],
                                       "text": [str(t) for t in texts]})}
 
@@ -70,52 +70,48 @@ def write_shards(index: NarrationIndex, paths: Sequence[str], out_dir, chunk_byt
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite to replace it)")
-    tmp = out.with_name(f".{out.name}.writing-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    writer = BinaryWriter(str(tmp), chunk_bytes=chunk_bytes)
-    videos, failed, words, written = [], {}, Counter(), 0
-    for i, path in enumerate(tqdm(paths, desc=f"writing shards to {out}", unit="video", disable=not progress)):
-        video_id = index.video_ids[i]
-        try:
-            duration = probe(path).duration
-            data = Path(path).read_bytes()
-        except (DecodeError, OSError) as err:
-            failed[str(path)] = str(err)
-            continue
-        if not (duration and math.isfinite(duration)):
-            failed[str(path)] = f"no duration ({duration!r})"
-            continue
-        starts, ends, texts = index.narrations(i)
-        entry = {"video_id": video_id, "duration": float(duration), "bytes": len(data),
-                 "sha256": hashlib.sha256(data).hexdigest(), "sample": written}
-        if segment_seconds > 0:
+    with atomic_dir(out) as tmp:   # the set appears whole or not at all; an old set is replaced only then
+        writer = BinaryWriter(str(tmp), chunk_bytes=chunk_bytes)
+        videos, failed, words, written = [], {}, Counter(), 0
+        for i, path in enumerate(tqdm(paths, desc=f"writing shards to {out}", unit="video", disable=not progress)):
+            video_id = index.video_ids[i]
             try:
-                samples, entry["segments"] = _segmented_samples(path, video_id, duration, (starts, ends, texts),
-                                                                segment_seconds, overlap_seconds)
-            except (ValueError, OSError, av.FFmpegError) as err:
-                failed[str(path)] = f"cannot cut into segments: {err}"
+                duration = probe(path).duration
+                data = Path(path).read_bytes()
+            except (DecodeError, OSError) as err:
+                failed[str(path)] = str(err)
                 continue
-        else:
-            samples = [shard_sample(data, video_id, duration, starts, ends, texts)]
-        for sample in samples:
-            writer[written] = sample
-            written += 1
-        videos.append(entry)
-        for text in texts:
-            words.update(split_words(text))
-    if not videos:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError(f"no video could be written to shards ({len(failed)} failed: {list(failed.items())[:3]})")
-    writer.done()
-    writer.merge()
-    manifest = _manifest(tmp, videos, words, failed, written)
-    if segment_seconds > 0:
-        manifest.update(segment_seconds=float(segment_seconds), overlap_seconds=float(overlap_seconds))
-    atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+            if not (duration and math.isfinite(duration)):
+                failed[str(path)] = f"no duration ({duration!r})"
+                continue
+            starts, ends, texts = index.narrations(i)
+            digest = hashlib.sha256(data).hexdigest()
+            entry = {"video_id": video_id, "duration": float(duration), "bytes": len(data), "sha256": digest,
+                     "sample": written}
+            if segment_seconds > 0:
+                try:
+                    samples, entry["segments"] = _segmented_samples(path, video_id, duration, (starts, ends, texts),
+                                                                    segment_seconds, overlap_seconds)
+                except (ValueError, OSError, av.FFmpegError) as err:
+                    failed[str(path)] = f"cannot cut into segments: {err}"
+                    continue
+            else:
+                samples = [shard_sample(data, video_id, duration, starts, ends, texts, sha256=digest)]
+            for sample in samples:
+                writer[written] = sample
+                written += 1
+            videos.append(entry)
+            for text in texts:
+                words.update(split_words(text))
+        if not videos:
+            raise ValueError(f"no video could be written to shards ({len(failed)} failed: "
+                             f"{list(failed.items())[:3]})")
+        writer.done()
+        writer.merge()
+        manifest = _manifest(tmp, videos, words, failed, written)
+        if segment_seconds > 0:
+            manifest.update(segment_seconds=float(segment_seconds), overlap_seconds=float(overlap_seconds))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
