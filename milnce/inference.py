@@ -47,13 +47,17 @@ def embed_windows(module: Any, windows: torch.Tensor, batch_size: int, device: t
     return torch.cat(out)
 
 
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (a zero row stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def training_logits(module: Any, video: np.ndarray, text: np.ndarray) -> np.ndarray:
     """video · textᵀ as the model's loss sees it: L2-normalised and divided by the temperature when the loss does
     so (model.loss_args.normalize / temperature), else the raw dot product (the original)."""
     loss = getattr(module, "loss_fn", None)
     if getattr(loss, "normalize", False):
-        video = video / np.maximum(np.linalg.norm(video, axis=1, keepdims=True), 1e-12)
-        text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+        video, text = l2_normalize(video), l2_normalize(text)
     scores = video @ text.T
     temperature = loss.temperature() if hasattr(loss, "temperature") else None
     if temperature is not None:

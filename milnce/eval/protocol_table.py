@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from milnce.eval.retrieval import retrieval_metrics_multi
+from milnce.eval.retrieval import chance_metrics, retrieval_metrics_multi
 from milnce.eval.retrieval_scoring import base_similarity, ranked_similarity, resolve_temperature
 from milnce.eval.setup import msrvtt_captions_json, retrieval_evaluator, retrieval_set
 from datamodules.atomic import atomic_write
@@ -228,7 +228,5 @@ def default_metrics(table: ProtocolTable) -> Dict[str, float]:
     row = table.default_row
     n = row["videos"]
     out: Dict[str, float] = {k: float(row[k]) for k in METRICS}
-    out.update({"ties": float(row["ties"]), "N": float(row["queries"]), "chance/R1": 100.0 / n,
-                "chance/R5": 100.0 * min(5, n) / n, "chance/R10": 100.0 * min(10, n) / n,
-                "chance/MedR": (n + 1) / 2.0})
+    out.update({"ties": float(row["ties"]), "N": float(row["queries"]), **chance_metrics(n)})
     return out

@@ -54,9 +54,7 @@ def retrieval_ranks(similarity) -> np.ndarray:
     The entries are ordered by row (query), so a query with tied columns yields several consecutive entries.
     """
     x = _as_numpy(similarity)
-    sx = np.sort(-x, axis=1)
-    d = np.diag(-x)[:, None]
-    return np.nonzero(sx - d == 0)[1]
+    return retrieval_ranks_multi(x, np.arange(x.shape[0]))
 
 
 def metrics_from_ranks(ranks: np.ndarray, num_queries: int) -> Dict[str, float]:
@@ -70,6 +68,13 @@ def metrics_from_ranks(ranks: np.ndarray, num_queries: int) -> Dict[str, float]:
         "ties": float(len(ranks) - num_queries),
         "N": float(num_queries),
     }
+
+
+def chance_metrics(num_videos: int) -> Dict[str, float]:
+    """R@K and MedR of ranking a gallery of `num_videos` at random (the chance/… twins of every retrieval metric)."""
+    n = num_videos
+    return {"chance/R1": 100.0 / n, "chance/R5": 100.0 * min(5, n) / n, "chance/R10": 100.0 * min(10, n) / n,
+            "chance/MedR": (n + 1) / 2.0}
 
 
 def retrieval_metrics(similarity) -> Dict[str, float]:

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from milnce.eval import common as U
 from milnce.eval.plots import plot_rank_histogram
-from milnce.eval.retrieval import (metrics_from_ranks, rank_histogram, retrieval_metrics, retrieval_ranks,
-                                  retrieval_ranks_multi)
+from milnce.eval.retrieval import (chance_metrics, metrics_from_ranks, rank_histogram, retrieval_metrics,
+                                  retrieval_ranks, retrieval_ranks_multi)
 from milnce.eval.retrieval_scoring import (CAPTIONS, base_similarity, inference_card, ranked_similarity,
                                           resolve_temperature)
 from datamodules.atomic import atomic_write
@@ -212,8 +212,7 @@ class RetrievalEvaluator:
             v2t = ranked_similarity(base.T, inference, self.temperature)
             metrics.update({f"v2t/{k}": v for k, v in retrieval_metrics(v2t).items() if k not in ("N",)})
         n = sim.shape[1]
-        metrics.update({"chance/R1": 100.0 / n, "chance/R5": 100.0 * min(5, n) / n,
-                        "chance/R10": 100.0 * min(10, n) / n, "chance/MedR": (n + 1) / 2.0})
+        metrics.update(chance_metrics(n))
         card = self._card(n, emb.n_requested, emb.failed, emb.padded, emb.max_words, metrics["ties"],
                           indices is not None)
         card.update(self._variant_card(inference, sim.shape[0]))

@@ -14,14 +14,11 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from milnce.eval.retrieval import dual_softmax
+from milnce.inference import l2_normalize
 
 CAPTIONS = ("one", "all")
 INFERENCES = ("plain", "dual_softmax")
 DUAL_SOFTMAX_FORMULA = "S'[q,g] = S[q,g] * exp(S[q,g]/T) / sum_q' exp(S[q',g]/T)  (softmax over the queries)"
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def resolve_temperature(normalize: bool, temperature: Optional[float]) -> float:

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from milnce.inference import l2_normalize
 from datamodules.atomic import atomic_path, atomic_write
 
 PathLike = Union[str, Path]
@@ -60,10 +61,6 @@ def check_finite_rows(video: str, starts: Sequence[float], ends: Sequence[float]
         shown = ", ".join(f"row {i} ({float(starts[i]):.2f}-{float(ends[i]):.2f} s)" for i in bad[:5])
         raise NonFiniteEmbedding(f"{video}: non-finite embedding in {bad.size} of {len(emb)} windows: {shown}"
                                  f"{' …' if bad.size > 5 else ''}; the video is refused")
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 # ----------------------------------------------------------------------------------------------- shards
