@@ -19,8 +19,6 @@ Features are cached (one .npz per model × clip settings × video list), so a sw
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -30,23 +28,18 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from datamodules.atomic import atomic_path
+from milnce.eval.probe_features import ProbeError, cached_features, pick_feature, tower_features  # noqa: F401 (pick_feature: API)
+from milnce.eval.probe_original import extract_window_features, original_card, svc_split
 from datamodules.benchmarks.action_split import ActionSplit
 from datamodules.benchmarks.eval_clips import RetrievalClips
 from datamodules.benchmarks.hmdb51 import read_hmdb51_split
 from datamodules.benchmarks.retrieval_items import RetrievalItem
 from datamodules.benchmarks.ucf101 import read_ucf101_split
 from datamodules.video.decode import DecodeError
-from milnce.eval.probe_original import extract_window_features, original_card, svc_split
 
-FEATURE_KEYS = ("mixed_5c", "pooled")     # "auto": the first of these the tower returns, else video_embedding
 READERS = {"ucf101": read_ucf101_split, "hmdb51": read_hmdb51_split}
 PROTOCOLS = ("ours", "original")        # original: eval_hmdb.py exactly (milnce/eval/probe_original.py)
 DEFAULT_FOLDERS = {"ucf101": ("UCF-101", "ucfTrainTestlist"), "hmdb51": ("videos", "testTrainMulti_7030_splits")}
-
-
-class ProbeError(RuntimeError):
-    """The probe cannot run as configured (no videos found, unknown feature key …); the message says why."""
 
 
 @dataclass
@@ -61,37 +54,6 @@ def read_splits(dataset: str, split_dir, splits: Sequence[int]) -> List[ActionSp
     return [READERS[dataset](split_dir, int(s)) for s in splits]
 
 
-def pick_feature(outputs: Dict[str, torch.Tensor], feature: str) -> str:
-    if feature == "auto":
-        return next((k for k in FEATURE_KEYS if k in outputs), "video_embedding")
-    if feature not in outputs:
-        raise ProbeError(f"probe.feature: the video tower returns no {feature!r} (it returns {sorted(outputs)})")
-    return feature
-
-
-@torch.no_grad()
-def tower_features(tower: torch.nn.Module, windows: torch.Tensor, feature: str, batch_size: int = 16,
-                   device: Optional[torch.device] = None) -> Tuple[torch.Tensor, str]:
-    """W×3×T×S×S uint8 windows → (W×D float32 features, the output key used), tower frozen in eval mode."""
-    was_training = tower.training
-    tower.eval()
-    device = device or next(tower.parameters()).device
-    out, key = [], feature
-    try:
-        for chunk in windows.split(batch_size):
-            result = tower(chunk.to(device).float().div_(255.0))
-            key = pick_feature(result, feature)
-            out.append(result[key].float().cpu())
-    finally:
-        tower.train(was_training)
-    return torch.cat(out), key
-
-
-def _cache_file(cache_dir: Path, identity: Dict[str, Any]) -> Path:
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir / f"probe_features_{digest}.npz"
-
-
 def extract_video_features(tower: torch.nn.Module, paths: Sequence[str], num_clips: int, num_frames: int,
                            fps: float, size: int, feature: str = "auto", batch_size: int = 16,
                            cache_dir: Optional[Path] = None, model_key: Optional[str] = None,
@@ -104,28 +66,21 @@ def extract_video_features(tower: torch.nn.Module, paths: Sequence[str], num_cli
     """
     identity = {"model": model_key, "feature": feature, "num_clips": num_clips, "num_frames": num_frames,
                 "fps": float(fps), "size": size, "videos": list(map(str, paths))}
-    cache = _cache_file(Path(cache_dir), identity) if cache_dir is not None and model_key is not None else None
-    if cache is not None and cache.is_file():
-        with np.load(cache) as data:
-            return data["features"], {"feature": str(data["feature"]), "cache": str(cache), "cached": True}
-    items = [RetrievalItem(f"probe:{i}", Path(p).stem, "", 0.0, None, str(p)) for i, p in enumerate(paths)]
-    clips = RetrievalClips(items, num_windows=num_clips, num_frames=num_frames, fps=fps, size=size)
-    loader = DataLoader(clips, batch_size=None, num_workers=0)
-    feats: List[Optional[np.ndarray]] = [None] * len(items)
-    key = feature
-    for out in tqdm(loader, total=len(items), desc="probe features", unit="video", disable=not progress):
-        if out["error"]:
-            raise ProbeError(f"{items[out['index']].path}: {out['error']}")
-        f, key = tower_features(tower, out["video"], feature, batch_size)
-        feats[out["index"]] = f.mean(dim=0).numpy()
-    features = np.stack(feats).astype(np.float32) if feats else np.zeros((0, 0), np.float32)
-    info = {"feature": key, "cache": str(cache) if cache else None, "cached": False}
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, features=features, feature=np.array(key))
-    return features, info
+
+    def compute():
+        items = [RetrievalItem(f"probe:{i}", Path(p).stem, "", 0.0, None, str(p)) for i, p in enumerate(paths)]
+        clips = RetrievalClips(items, num_windows=num_clips, num_frames=num_frames, fps=fps, size=size)
+        loader = DataLoader(clips, batch_size=None, num_workers=0)
+        feats: List[Optional[np.ndarray]] = [None] * len(items)
+        key = feature
+        for out in tqdm(loader, total=len(items), desc="probe features", unit="video", disable=not progress):
+            if out["error"]:
+                raise ProbeError(f"{items[out['index']].path}: {out['error']}")
+            f, key = tower_features(tower, out["video"], feature, batch_size)
+            feats[out["index"]] = f.mean(dim=0).numpy()
+        return (np.stack(feats).astype(np.float32) if feats else np.zeros((0, 0), np.float32)), key
+
+    return cached_features(cache_dir, "probe_features", identity, model_key, compute)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float = 1e-3, max_iter: int = 200,
@@ -208,7 +163,7 @@ def run_probe(tower: torch.nn.Module, probe_cfg: Any, data_root: str = "data/toy
     try:
         if original:
             feats, info = extract_window_features(tower, paths, c.num_clips, c.num_frames, c.size, c.feature,
-                                                  c.batch_size, tower_features, cache, model_key, progress)
+                                                  c.batch_size, cache, model_key, progress)
         else:
             feats, info = extract_video_features(tower, paths, c.num_clips, c.num_frames, c.fps, c.size, c.feature,
                                                  c.batch_size, cache, model_key, progress)

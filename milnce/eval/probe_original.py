@@ -9,8 +9,6 @@ is none here. A video shorter than `num_frames` is padded with zero frames at th
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -19,7 +17,8 @@ import torch
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
-from datamodules.atomic import atomic_path
+from milnce.eval.probe_features import cached_features, tower_features
+
 from datamodules.benchmarks.action_split import ActionSplit
 from datamodules.video.decode import probe, read_video
 from datamodules.video.transforms import center_crop
@@ -37,34 +36,21 @@ def native_windows(path, num_clips: int, num_frames: int, size: int) -> torch.Te
 
 
 def extract_window_features(tower: torch.nn.Module, paths: Sequence[str], num_clips: int, num_frames: int,
-                            size: int, feature: str, batch_size: int, features_of,
-                            cache_dir: Optional[Path] = None, model_key: Optional[str] = None,
-                            progress: bool = True) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """V × num_clips × D float32 window features (cached like the clip-mean features, under another identity).
-
-    `features_of(tower, windows, feature, batch_size) -> (W×D tensor, key)` is milnce.eval.probe.tower_features.
-    """
+                            size: int, feature: str, batch_size: int, cache_dir: Optional[Path] = None,
+                            model_key: Optional[str] = None, progress: bool = True) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """V × num_clips × D float32 window features (cached like the clip-mean features, under another identity)."""
     identity = {"protocol": "original", "model": model_key, "feature": feature, "num_clips": num_clips,
                 "num_frames": num_frames, "size": size, "videos": list(map(str, paths))}
-    cache = None
-    if cache_dir is not None and model_key is not None:
-        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        cache = Path(cache_dir) / f"probe_windows_{digest}.npz"
-        if cache.is_file():
-            with np.load(cache) as data:
-                return data["features"], {"feature": str(data["feature"]), "cache": str(cache), "cached": True}
-    feats: List[np.ndarray] = []
-    key = feature
-    for path in tqdm(paths, desc="probe features (original protocol)", unit="video", disable=not progress):
-        f, key = features_of(tower, native_windows(path, num_clips, num_frames, size), feature, batch_size)
-        feats.append(f.numpy())
-    features = np.stack(feats).astype(np.float32) if feats else np.zeros((0, num_clips, 0), np.float32)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, features=features, feature=np.array(key))
-    return features, {"feature": key, "cache": str(cache) if cache else None, "cached": False}
+
+    def compute():
+        feats: List[np.ndarray] = []
+        key = feature
+        for path in tqdm(paths, desc="probe features (original protocol)", unit="video", disable=not progress):
+            f, key = tower_features(tower, native_windows(path, num_clips, num_frames, size), feature, batch_size)
+            feats.append(f.numpy())
+        return (np.stack(feats).astype(np.float32) if feats else np.zeros((0, num_clips, 0), np.float32)), key
+
+    return cached_features(cache_dir, "probe_windows", identity, model_key, compute)
 
 
 def svc_split(split: ActionSplit, windows: Dict[str, np.ndarray], c: float = 100.0) -> Dict[str, float]:
