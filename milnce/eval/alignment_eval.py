@@ -80,10 +80,7 @@ class AlignmentEvaluator:
         return out
 
     def subset_indices(self, n: int) -> List[int]:
-        avail = [i for i, v in enumerate(self.video_ids) if v in self.paths]
-        if n <= 0 or n >= len(avail):
-            return avail
-        return [avail[j] for j in sorted(set(np.linspace(0, len(avail) - 1, n).round().astype(int).tolist()))]
+        return U.spread_subset([i for i, v in enumerate(self.video_ids) if v in self.paths], n)
 
     def _asr_times(self, vid: str) -> np.ndarray:
         return self.asr[vid] if vid in self.asr else asr_anchor_times(self.annotation.videos[vid])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch.distributed as dist
 
 from milnce.inference import (embed_windows, encode_texts, eval_mode, module_device,  # noqa: F401 (used as U.*)
@@ -55,3 +56,11 @@ def text_max_words(module: Any, max_words: Optional[int]):
         yield tok.max_words
     finally:
         tok.max_words = old
+
+
+def spread_subset(available: Sequence[int], n: int) -> List[int]:
+    """n of `available` spread evenly over it (all of it when n ≤ 0 or n ≥ its length): the evaluators' subsets."""
+    available = list(available)
+    if n <= 0 or n >= len(available):
+        return available
+    return [available[j] for j in sorted(set(np.linspace(0, len(available) - 1, n).round().astype(int).tolist()))]

@@ -81,9 +81,7 @@ class StepLocalizationEvaluator:
 
     def subset_indices(self, n: int) -> List[int]:
         """n videos spread evenly over the (task-ordered) evaluation list; all when n ≤ 0 or n ≥ len."""
-        if n <= 0 or n >= len(self.videos):
-            return list(range(len(self.videos)))
-        return sorted(set(np.linspace(0, len(self.videos) - 1, n).round().astype(int).tolist()))
+        return U.spread_subset(range(len(self.videos)), n)
 
     # ------------------------------------------------------------------ per video
     def window_frame_starts(self, T: int, n_frames: int) -> np.ndarray:

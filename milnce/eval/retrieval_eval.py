@@ -87,10 +87,7 @@ class RetrievalEvaluator:
 
     def subset_indices(self, n: int) -> List[int]:
         """n available items spread evenly over the list (all when n ≤ 0 or n ≥ available)."""
-        avail = self.dataset.available_indices
-        if n <= 0 or n >= len(avail):
-            return list(avail)
-        return [avail[j] for j in sorted(set(np.linspace(0, len(avail) - 1, n).round().astype(int).tolist()))]
+        return U.spread_subset(self.dataset.available_indices, n)
 
     # ------------------------------------------------------------------ decoding
     def _clips(self, indices: List[int]) -> RetrievalClips:
