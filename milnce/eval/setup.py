@@ -74,13 +74,13 @@ def _evaluates_during_training(cfg: DictConfig) -> bool:
     return bool(e.subset or e.every_n_steps or e.every_n_epochs or e.at_fractions)
 
 
-def build_evaluators(cfg: DictConfig) -> List[Tuple[str, Any]]:
-    """[(kind, evaluator)] for every retrieval set and CrossTask configured under `eval`."""
+def build_evaluators(cfg: DictConfig, retrieval: bool = True) -> List[Tuple[str, Any]]:
+    """[(kind, evaluator)] for every retrieval set (unless retrieval=False), CrossTask and HTM-Align under `eval`."""
 
     data_root = Path(cfg.data.root)
     out_dir = Path(cfg.run_dir) / "eval"
     evaluators: List[Tuple[str, Any]] = []
-    for r in cfg.eval.retrieval:
+    for r in (cfg.eval.retrieval if retrieval else []):
         evaluators.append(("retrieval", retrieval_evaluator(cfg, r, retrieval_set(r, data_root))))
     c = cfg.eval.crosstask
     if c is not None:
@@ -131,9 +131,7 @@ def evaluate_checkpoint(cfg: DictConfig, module=None, retrieval: bool = True
         module = load_checkpoint_model(cfg)
     metrics: Dict[str, float] = {}
     cards: Dict[str, Any] = {}
-    for kind, evaluator in build_evaluators(cfg):
-        if kind == "retrieval" and not retrieval:
-            continue
+    for kind, evaluator in build_evaluators(cfg, retrieval):
         prefix = {"retrieval": getattr(getattr(evaluator, "dataset", None), "name", None), "crosstask": "crosstask",
                   "alignment": getattr(evaluator, "name", "htm_align")}[kind]
         result = evaluator.evaluate(module)
