@@ -74,7 +74,7 @@ def read_htm_align(path: PathLike, video_ids: Optional[List[str]] = None) -> HTM
             if not isinstance(row, list) or len(row) != 4:
                 raise AlignmentAnnotationError(f"{where}: expected [alignable, start, end, text], got {row!r}")
             flag, start, end, text = row
-            if flag not in (0, 1) or isinstance(flag, float) and not float(flag).is_integer():
+            if flag not in (0, 1):
                 raise AlignmentAnnotationError(f"{where}: alignable must be 0 or 1, got {flag!r}")
             try:
                 start, end = float(start), float(end)

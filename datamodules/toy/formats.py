@@ -16,6 +16,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from datamodules.benchmarks.htm_align import AlignedVideo
+from datamodules.benchmarks.htm_align import write_htm_align as write_htm_align_json
 from datamodules.toy.story import Segment, Task, canonical_caption, clean_caption, distinct_captions, step_phrase
 
 YOUTUBE = "https://www.youtube.com/watch?v="
@@ -191,8 +193,10 @@ def write_htm_align(root: Path, plans) -> None:
     _write_narrations(base, plans)
     annotation = {}
     for p in plans:
-        segments = p.timeline.segments
-        annotation[p.video_id] = [
-            [1, segments[ln.segment].start, segments[ln.segment].end, ln.text] if ln.segment >= 0
-            else [0, ln.start, ln.end, ln.text] for ln in p.timeline.lines]
-    (base / "htm_align.json").write_text(json.dumps(annotation))
+        segments, lines = p.timeline.segments, p.timeline.lines
+        spans = [(segments[ln.segment].start, segments[ln.segment].end) if ln.segment >= 0 else (ln.start, ln.end)
+                 for ln in lines]
+        annotation[p.video_id] = AlignedVideo(p.video_id, np.array([ln.segment >= 0 for ln in lines], bool),
+                                              np.array([s for s, _ in spans], np.float64),
+                                              np.array([e for _, e in spans], np.float64), [ln.text for ln in lines])
+    write_htm_align_json(base / "htm_align.json", annotation)
