@@ -26,10 +26,10 @@ import pyarrow as pa
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from milnce.align.scoring import SearchSettings, retime, text_window_scores
-from milnce.align.windows import DecodedVideos, embed_decoded
-from milnce.api import encode_text
+from milnce.align.scoring import SearchSettings, retime
+from milnce.align.windows import DecodedVideos, video_scores
 from datamodules.atomic import atomic_write
+from datamodules.benchmarks.retrieval_items import VideoResolver
 from datamodules.narrations.readers import read_caption_folder, read_caption_json, read_video_list
 from datamodules.narrations.retimed import SIDECAR, captions_from_sidecar, read_sidecar, video_table, \
     write_captions, write_table
@@ -52,13 +52,8 @@ def video_paths(video_ids: Iterable[str], video_root: PathLike, video_list: Opti
     if video_list is not None:
         listed = dict(read_video_list(video_list))
         return {v: str(root / listed[v]) for v in video_ids if v in listed}
-    out = {}
-    for v in video_ids:
-        for suffix in VIDEO_SUFFIXES:
-            if (root / f"{v}{suffix}").is_file():
-                out[v] = str(root / f"{v}{suffix}")
-                break
-    return out
+    resolve = VideoResolver(VIDEO_SUFFIXES)   # one listing of the folder, not a stat per suffix and video
+    return {v: p for v in video_ids for p in [resolve(root, v)] if p is not None}
 
 
 def distributed_share() -> Tuple[int, int]:
@@ -83,11 +78,9 @@ def _unaligned(starts, ends) -> Dict[str, np.ndarray]:
     return {"pred_start": starts, "pred_end": ends, "score": nan, "alignability": nan, "margin": nan}
 
 
-def align_video(model, frames, starts, ends, texts, settings: SearchSettings, text_emb=None) -> Dict:
+def align_video(model, frames, starts, ends, texts, settings: SearchSettings) -> Dict:
     """One decoded video (3×T×S×S uint8) and its narrations → the sidecar columns (scoring.retime)."""
-    windows = embed_decoded(model, frames, settings.stride)
-    text_emb = encode_text(model, texts) if text_emb is None else text_emb
-    scores = text_window_scores(model, text_emb, windows.embeddings)
+    scores, windows = video_scores(model, frames, texts, settings.stride)
     return retime(scores, windows.centres, starts, ends, settings, windows.seconds, windows.duration)
 
 

@@ -8,13 +8,15 @@ twice, unlike per-window reading (milnce.api.encode_video seeks once per window)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from milnce import inference as U
+from milnce.align.scoring import text_window_scores
+from milnce.api import encode_text
 from datamodules.video.decode import DecodeError, read_video
 from datamodules.video.transforms import center_crop
 
@@ -88,3 +90,9 @@ def embed_decoded(model, frames: torch.Tensor, stride: float, batch_size: int = 
             chunks.append(U.embed_windows(model, batch, batch_size, device))
     emb = torch.cat(chunks).numpy().astype(np.float32, copy=False)
     return WindowEmbeddings(starts / spec.fps, spec.seconds, emb, total / spec.fps)
+
+
+def video_scores(model, frames: torch.Tensor, texts, stride: float) -> Tuple[np.ndarray, WindowEmbeddings]:
+    """One decoded video (3×T×S×S uint8) and its texts → (N texts × W windows training logits, the windows)."""
+    windows = embed_decoded(model, frames, stride)
+    return text_window_scores(model, encode_text(model, texts), windows.embeddings), windows

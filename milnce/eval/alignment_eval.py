@@ -24,8 +24,9 @@ import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from milnce.align.scoring import SearchSettings, retime, text_window_scores
-from milnce.align.windows import DecodedVideos, embed_decoded
+from milnce.align.retime import video_paths
+from milnce.align.scoring import SearchSettings, retime
+from milnce.align.windows import DecodedVideos, video_scores
 from milnce.eval import common as U
 from milnce.eval.alignment import alignment_metrics, recall_at_1
 from datamodules.atomic import atomic_write
@@ -39,7 +40,6 @@ PUBLISHED_R1 = {
     "TAN, HTM-370K, 64 s window (Han et al., CVPR 2022)": 49.8,
     "NSVA / HowToStep (Li et al., ECCV 2024)": 69.8,
 }
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
 
 class AlignmentResult(NamedTuple):
@@ -60,14 +60,8 @@ class AlignmentEvaluator:
         self.num_workers, self.progress = num_workers, progress
         self.out_dir = Path(out_dir) if out_dir else None
         self.video_ids = sorted(annotation.videos)
-        self.paths = {v: p for v in self.video_ids for p in [self._path(v)] if p is not None}
+        self.paths = video_paths(self.video_ids, self.video_root)
         self.missing = [v for v in self.video_ids if v not in self.paths]
-
-    def _path(self, video_id: str) -> Optional[str]:
-        for suffix in VIDEO_SUFFIXES:
-            if (self.video_root / f"{video_id}{suffix}").is_file():
-                return str(self.video_root / f"{video_id}{suffix}")
-        return None
 
     def _read_asr(self, path: str) -> Dict[str, np.ndarray]:
         out = {}
@@ -87,8 +81,7 @@ class AlignmentEvaluator:
 
     def _video_rows(self, module, vid: str, frames) -> Dict[str, np.ndarray]:
         ann = self.annotation.videos[vid]
-        windows = embed_decoded(module, frames, self.stride)
-        scores = text_window_scores(module, U.encode_texts(module, ann.texts), windows.embeddings)
+        scores, windows = video_scores(module, frames, ann.texts, self.stride)
         asr = self._asr_times(vid)
         out = {}
         for key, radius in (("global", None), ("window", self.radius)):

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from milnce.align.retime import align_corpus, read_narrations, video_paths
-from milnce.align.scoring import SearchSettings, retime, text_window_scores
-from milnce.align.windows import decoded_video, embed_decoded
-from milnce.api import encode_text, load_model
+from milnce.align.scoring import SearchSettings, retime
+from milnce.align.windows import decoded_video, video_scores
+from milnce.api import load_model
 from milnce.config import load_config
 from milnce.eval.alignment import alignability_auc, median_offset, recall_at_1
 from milnce.train.run import train
@@ -65,8 +65,7 @@ def choose_smoothing(model, root: Path, num_videos: int, settings: SearchSetting
     truth = true_times(root)
     errors: Dict[float, List[np.ndarray]] = {s: [] for s in grid}
     for vid, starts, ends, texts in tqdm(corpus, desc="choosing the smoothing", unit="video"):
-        windows = embed_decoded(model, decoded_video(paths[vid], model.clip_spec), settings.stride)
-        scores = text_window_scores(model, encode_text(model, texts), windows.embeddings)
+        scores, windows = video_scores(model, decoded_video(paths[vid], model.clip_spec), texts, settings.stride)
         for s in grid:
             got = retime(scores, windows.centres, starts, ends, SearchSettings(settings.radius, settings.stride, s),
                          windows.seconds, windows.duration)
