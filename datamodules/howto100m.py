@@ -127,7 +127,6 @@ class HowTo100MDataModule(TrainingDataModule):
     # -- loaders ----------------------------------------------------------------------------
     def build_dataset(self) -> NarratedClips:
         c, spec = self.cfg, self.clip_spec
-        sampler = TrainingClipSampler(self.index, c.num_candidates, c.min_time, spec.seconds,
-                                      clips_per_video=c.clips_per_video)
+        sampler = TrainingClipSampler.from_data_config(self.index, c, spec.seconds)
         return NarratedClips(self.index, self.clip_source(self.paths), self.tokenizer, sampler, spec.num_frames,
                              spec.fps, spec.crop, c.random_flip, c.seed)

@@ -18,7 +18,7 @@ from datamodules.shards.reader import ShardReader  # noqa: E402
 from datamodules.video.decode import DecodeError, read_clip, read_clip_bytes  # noqa: E402
 from milnce.commands.shard import main as shard_main  # noqa: E402
 from milnce.train.failures import FailureBudget  # noqa: E402
-from shard_fakes import data_cfg, shard_dataset  # noqa: E402
+from shard_fakes import data_cfg, shard_dataset, tokenize  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,17 @@ def test_s3_compatible_endpoint_serves_the_same_samples_as_the_folder(tiny_toy_c
         assert torch.equal(a["video_index"], b["video_index"])
     cached = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*.bin"))
     assert cached == 0   # ranged reads per sample: no shard was downloaded whole
+
+
+@pytest.mark.parametrize("options", [{}, {"window": "bag", "fractional_seek": True, "num_candidates": 3}])
+def test_shards_and_files_draw_the_same_items_under_the_sampler_options(tiny_toy_corpus, shards, options):
+    """data.window / fractional_seek / num_candidates reach both datamodules' samplers: the same (seed, epoch, item)
+    gives the same clip from the shard set and from the video files."""
+    files = HowTo100MDataModule(data_cfg(tiny_toy_corpus, shards, **options), tokenizer=tokenize)
+    files.setup()
+    from_files, from_shards = files.build_dataset(), dataset(tiny_toy_corpus, shards, **options)
+    for key, value in options.items():
+        assert getattr(from_files.sampler, {"num_candidates": "k"}.get(key, key)) == value
+    for code in list(EpochShardSampler(len(from_files), seed=3))[:4]:
+        a, b = from_files[code], from_shards[code]
+        assert torch.equal(a["video"], b["video"]) and torch.equal(a["text"], b["text"])

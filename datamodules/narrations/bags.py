@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -154,6 +154,14 @@ class TrainingClipSampler:
         self.clip_seconds, self.window = float(clip_seconds), window
         self.integer_window, self.fractional_seek = bool(integer_window), bool(fractional_seek)
         self.clips_per_video, self.max_tries = int(clips_per_video), int(max_tries)
+
+    @classmethod
+    def from_data_config(cls, index, data_cfg: Any, clip_seconds: float) -> "TrainingClipSampler":
+        """The sampler a `data` config section asks for (num_candidates, min_time, window, fractional_seek,
+        clips_per_video): the per-file and the shard datamodules build theirs here, so they cannot disagree."""
+        c = data_cfg
+        return cls(index, int(c.num_candidates), float(c.min_time), clip_seconds, window=str(c.window),
+                   fractional_seek=bool(c.fractional_seek), clips_per_video=int(c.clips_per_video))
 
     def _try(self, video: int, row: int, starts, ends, duration: float,
              rng: np.random.Generator) -> Optional[ClipSample]:

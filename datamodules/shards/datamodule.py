@@ -12,6 +12,7 @@ holds it (the manifest's per-video table), its times shifted by the segment's st
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -28,6 +29,9 @@ from datamodules.shards.segments import check_overlap, segment_for
 from datamodules.video.clip_spec import ClipSpec
 from datamodules.video.clip_source import clip_deadline
 from datamodules.video.decode import DecodeError, read_clip_bytes
+
+
+SAMPLER_KEYS = ("num_candidates", "min_time", "window", "fractional_seek", "clips_per_video")
 
 
 class OneVideoNarrations:
@@ -70,8 +74,8 @@ class ShardClips(Dataset):
             self._seg_start = np.array([g["start"] for v in videos for g in v["segments"]], dtype=np.float64)
             self._seg_duration = np.array([g["duration"] for v in videos for g in v["segments"]], dtype=np.float64)
         c = data_cfg
-        self.k, self.min_time, self.clips_per_video = int(c.num_candidates), float(c.min_time), int(c.clips_per_video)
-        self.window, self.fractional_seek = str(c.window), bool(c.fractional_seek)
+        # the sampler's settings as plain values: a per-item sampler reads them, not an OmegaConf node
+        self.sampler_cfg = SimpleNamespace(**{k: getattr(c, k) for k in SAMPLER_KEYS})
         self.flip, self.seed, self.timeout, self.max_tries = bool(c.random_flip), int(c.seed), timeout, int(max_tries)
 
     def __len__(self) -> int:
@@ -97,9 +101,8 @@ class ShardClips(Dataset):
         if self.segmented and sample.video_id != self._video_ids[number]:
             raise DecodeError(self._name(number), f"holds {sample.video_id!r}, the manifest says "
                                                   f"{str(self._video_ids[number])!r} (set and manifest disagree)")
-        sampler = TrainingClipSampler(OneVideoNarrations(sample), self.k, self.min_time, self.spec.seconds,
-                                      window=self.window, fractional_seek=self.fractional_seek,
-                                      clips_per_video=self.clips_per_video)
+        sampler = TrainingClipSampler.from_data_config(OneVideoNarrations(sample), self.sampler_cfg,
+                                                       self.spec.seconds)
         clips = sampler.sample_clips(0, rng)
         if not self.segmented:
             name = self.reader.name(number, sample.video_id)
