@@ -96,16 +96,22 @@ class HowTo100MDataModule(TrainingDataModule):
             self.captions = filtered_captions(self.captions, float(self.min_alignability))
         # the corpus' own captions (caption.json or captions/ in root/howto100m) share its index, as before; captions
         # from elsewhere (a re-timed corpus, a filtered copy) get their own beside them and never reuse it
-        own = self.min_alignability is None and self.captions.resolve().parent == default.parent.resolve()
+        own = self.min_alignability is None and self.captions.resolve() in (default.resolve(),
+                                                                             (default.parent / "captions").resolve())
         self.index_dir = root / "howto100m" / "narration_index" if own else \
             self.captions.parent / f"{self.captions.stem}.narration_index"
         self.index: Optional[NarrationIndex] = None
 
     # -- corpus -----------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        if not NarrationIndex.exists(self.index_dir):
+        stale = NarrationIndex.exists(self.index_dir) and self.captions.exists() and \
+            self.captions.stat().st_mtime > (self.index_dir / "index.json").stat().st_mtime
+        if stale:   # the captions were rewritten after the index was built (a re-alignment into the same folder)
+            log.warning("%s is newer than its narration index %s: rebuilding the index", self.captions,
+                        self.index_dir)
+        if stale or not NarrationIndex.exists(self.index_dir):
             build_index_from_captions(self.captions, self.index_dir, strict=self.strict_captions,
-                                      progress=self.progress)
+                                      progress=self.progress, overwrite=stale)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.index is not None:

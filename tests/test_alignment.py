@@ -346,3 +346,29 @@ def test_evaluator_under_gloo_ddp_sees_every_video_exactly_once(shifted_corpus, 
     for r in range(2):
         got = torch.load(tmp_path / f"rank{r}.pt")
         assert got["metrics"] == single.metrics and got["card"]["n_evaluated"] == 3
+
+
+def test_a_rewritten_caption_file_rebuilds_its_narration_index(tmp_path):
+    """Re-aligning into the same folder rewrites caption.json: the next run indexes the new times, not the old."""
+    import os
+
+    from datamodules.howto100m import HowTo100MDataModule
+    from milnce.config import DataConfig
+    from omegaconf import OmegaConf
+
+    out = tmp_path / "aligned"
+    out.mkdir()
+    captions = out / "caption.json"
+    captions.write_text(json.dumps({"v1": {"start": [0.0, 5.0], "end": [2.0, 7.0], "text": ["stir it", "pour"]}}))
+    cfg = OmegaConf.structured(DataConfig(dataset="howto100m", root=str(tmp_path / "corpus"), captions=str(captions)))
+    first = HowTo100MDataModule(cfg, progress=False)
+    first.prepare_data()
+    index_json = first.index_dir / "index.json"
+    captions.write_text(json.dumps({"v1": {"start": [1.0, 6.0], "end": [3.0, 8.0], "text": ["stir it", "pour"]}}))
+    built = index_json.stat().st_mtime
+    os.utime(captions, (built + 10, built + 10))
+    second = HowTo100MDataModule(cfg, progress=False)
+    second.prepare_data()
+    from datamodules.narrations.index import NarrationIndex
+    starts, _ = NarrationIndex.open(second.index_dir).times(0)
+    assert list(starts) == [1.0, 6.0]
